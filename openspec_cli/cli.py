@@ -1,0 +1,403 @@
+"""The command line: thin commands over the engine, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from openspec_cli import __version__, hashing
+from openspec_cli.engine import NullObserver, Observer, RateLimiter
+from openspec_cli.errors import (
+    BrokenPipe,
+    ExitCode,
+    Interrupted,
+    OpenspecError,
+    UsageError,
+)
+
+app = typer.Typer(
+    name="openspec",
+    help="Copy, stream and hash very large files: safely, resumably, as fast as cp.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+JSON_SCHEMA_VERSION = 1
+PROG = "openspec"
+
+
+@dataclass
+class Settings:
+    """Global flags that every command honours."""
+
+    debug: bool = False
+
+
+settings = Settings()
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------- errors and exit
+
+
+def _say(message: str) -> None:
+    """One line on stderr, prefixed like coreutils do."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted("terminated", ExitCode.TERMINATED)
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Map every expected failure to one line on stderr and its exit code (the one place)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except BrokenPipe:
+        _silence_stdout()
+        raise typer.Exit(ExitCode.BROKEN_PIPE) from None
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(ExitCode.BROKEN_PIPE) from None
+    except OpenspecError as err:
+        if settings.debug:
+            traceback.print_exc()
+        _say(err.message)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        _say("interrupted")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except OSError as err:  # unexpected I/O failure: still one line, with the path if known
+        if settings.debug:
+            traceback.print_exc()
+        where = f"'{err.filename}': " if err.filename else ""
+        _say(f"{where}{err.strerror or err}")
+        raise typer.Exit(ExitCode.IO_ERROR) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------- option parsing
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``20M`` -> 20971520. Binary multipliers, like ``pv -L`` and ``rsync --bwlimit``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise typer.BadParameter(f"'{text}' is not a size (examples: 512K, 20M, 1.5G)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    value = int(number * 1024 ** "kmgtp".find(unit) * 1024) if unit else int(number)
+    if value <= 0:
+        raise typer.BadParameter(f"'{text}' must be more than zero")
+    return value
+
+
+def _limiter(rate: str | None) -> RateLimiter | None:
+    return RateLimiter(parse_size(rate)) if rate else None
+
+
+def _check_algo(algo: str) -> str:
+    if algo not in hashing.ALGORITHMS:
+        raise typer.BadParameter(f"'{algo}' is not one of {', '.join(hashing.ALGORITHMS)}")
+    return algo
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"openspec {__version__}")
+        raise typer.Exit()
+
+
+@contextlib.contextmanager
+def progress(title: str, quiet: bool) -> Iterator[Observer]:
+    """The live panel on a terminal's stderr; otherwise nothing (no escape codes in logs)."""
+    if quiet or not sys.stderr.isatty():
+        yield NullObserver()
+        return
+    from openspec_cli.ui import Dashboard, LivePanel
+
+    board = Dashboard(title)
+    with LivePanel(board, sys.stderr):
+        yield board
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+RateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--limit-rate",
+        "-L",
+        metavar="RATE",
+        help="Pace to RATE bytes/s (e.g. 20M); binary units like pv -L.",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")]
+AlgoOpt = Annotated[
+    str,
+    typer.Option(
+        "--algo",
+        "-a",
+        callback=_check_algo,
+        help=f"Digest algorithm: {', '.join(hashing.ALGORITHMS)}.",
+    ),
+]
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Copy, stream and hash very large files: safely, resumably, as fast as cp."""
+    settings.debug = debug
+
+
+# ---------------------------------------------------------------------------- copy
+
+
+@app.command()
+def copy(
+    paths: Annotated[
+        list[str], typer.Argument(metavar="SRC... DEST", help="Sources, then target.")
+    ],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", "-R", help="Copy directories and their contents.")
+    ] = False,
+    no_clobber: Annotated[
+        bool, typer.Option("--no-clobber", "-n", help="Skip files that already exist.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-read the written data and compare.")
+    ] = False,
+    algo: AlgoOpt = hashing.DEFAULT_ALGO,
+    sums: Annotated[
+        str | None,
+        typer.Option("--sums", metavar="FILE", help="Append sum lines for copied files."),
+    ] = None,
+    no_fsync: Annotated[
+        bool, typer.Option("--no-fsync", help="Skip fsync (faster, not crash-safe).")
+    ] = False,
+    limit_rate: RateOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Copy files like cp, hashing on the fly; the final name appears only when complete."""
+    from openspec_cli import transfer
+
+    with handled():
+        if len(paths) < 2:
+            raise UsageError(f"missing destination file operand after '{paths[0]}'")
+        options = transfer.CopyOptions(
+            algo=algo,
+            recursive=recursive,
+            no_clobber=no_clobber,
+            verify=verify,
+            fsync=not no_fsync,
+            sums_path=sums,
+            limiter=_limiter(limit_rate),
+        )
+        steps = transfer.plan_copy(paths[:-1], paths[-1], recursive)
+        with progress("copy", quiet or as_json) as observer:
+            results = transfer.run_plan(steps, options, observer)
+        if as_json:
+            _emit_json(_copy_summary(results))
+        elif not quiet:
+            _print_copy_summary(results)
+
+
+def _copy_summary(results: list[Any]) -> dict[str, Any]:
+    files = [
+        {
+            "source": r.source,
+            "dest": r.dest,
+            "bytes": r.bytes,
+            "algo": r.algo,
+            "digest": r.digest,
+            "seconds": round(r.seconds, 6),
+            "throughput_bps": round(r.throughput_bps),
+            "chunk_sizes": r.chunk_sizes,
+            "verified": r.verified,
+            "skipped": r.skipped,
+        }
+        for r in results
+    ]
+    total_bytes = sum(r.bytes for r in results)
+    seconds = sum(r.seconds for r in results)
+    return {
+        "version": JSON_SCHEMA_VERSION,
+        "command": "copy",
+        "files": files,
+        "totals": {
+            "files": sum(1 for r in results if not r.skipped),
+            "skipped": sum(1 for r in results if r.skipped),
+            "bytes": total_bytes,
+            "seconds": round(seconds, 6),
+            "throughput_bps": round(total_bytes / seconds) if seconds > 0 else 0,
+        },
+    }
+
+
+def _print_copy_summary(results: list[Any]) -> None:
+    from openspec_cli.ui import human_bytes, human_rate
+
+    for r in results:
+        if r.skipped:
+            _say(f"skipped '{r.dest}' (exists)")
+    copied = [r for r in results if not r.skipped]
+    total = sum(r.bytes for r in copied)
+    seconds = sum(r.seconds for r in copied)
+    rate = human_rate(total / seconds) if seconds > 0 else "-"
+    verified = ", verified" if copied and all(r.verified for r in copied) else ""
+    sys.stderr.write(
+        f"copied {len(copied)} file(s), {human_bytes(total)} in {seconds:.2f} s "
+        f"({rate}{verified})\n"
+    )
+
+
+# ---------------------------------------------------------------------------- cat
+
+
+@app.command()
+def cat(
+    files: Annotated[
+        list[str] | None, typer.Argument(metavar="[FILE]...", help="Files to stream; - is stdin.")
+    ] = None,
+    hash_algo: Annotated[
+        str | None,
+        typer.Option(
+            "--hash",
+            metavar="ALGO",
+            help="Print the stream's digest on stderr at the end (xxh128 unless given).",
+            flag_value="xxh128",
+            is_flag=False,
+        ),
+    ] = None,
+    limit_rate: RateOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
+    from openspec_cli import streams
+
+    with handled():
+        if hash_algo is not None:
+            _check_algo(hash_algo)
+        with progress("cat", quiet) as observer:
+            result = streams.cat(
+                files or [streams.STDIN], 1, hash_algo, _limiter(limit_rate), observer
+            )
+        if result.digest is not None and result.algo is not None:
+            name = hashing.display_name_for_stdin(result.algo)
+            _say(hashing.format_sum_line(result.algo, result.digest, name))
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+@app.command()
+def verify(
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[FILE]...", help="Files to hash, or sum files with -c."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", "-c", help="Read sums from FILEs and check them.")
+    ] = False,
+    algo: Annotated[
+        str | None,
+        typer.Option(
+            "--algo",
+            "-a",
+            help="Digest algorithm: "
+            f"{', '.join(hashing.ALGORITHMS)} (default xxh128; "
+            "with -c inferred per line).",
+        ),
+    ] = None,
+    tag: Annotated[bool, typer.Option("--tag", help="Write BSD-style lines.")] = False,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", metavar="OTHER", help="Compare FILE with OTHER byte for byte."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="With --against: compare two trees.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="With -c: don't print OK lines.")] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="With -c: print nothing; exit code only.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="With -c: fail on malformed lines.")
+    ] = False,
+    ignore_missing: Annotated[
+        bool, typer.Option("--ignore-missing", help="With -c: skip missing files.")
+    ] = False,
+    warn: Annotated[
+        bool, typer.Option("--warn", "-w", help="With -c: warn about malformed lines.")
+    ] = False,
+    limit_rate: RateOpt = None,
+) -> None:
+    """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
+    from openspec_cli import verifying
+
+    with handled():
+        if algo is not None:
+            _check_algo(algo)
+        targets = files or ["-"]
+        limiter = _limiter(limit_rate)
+        if against is not None:
+            verifying.run_compare(targets, against, recursive)
+            return
+        if check:
+            opts = hashing.CheckOptions(
+                quiet=quiet,
+                status=status,
+                strict=strict,
+                ignore_missing=ignore_missing,
+                warn=warn,
+                algo=algo,
+            )
+            raise typer.Exit(verifying.run_check(targets, opts, limiter, _say))
+        with progress("verify", quiet=False) as observer:
+            code = verifying.run_digests(
+                targets, algo or hashing.DEFAULT_ALGO, tag, limiter, observer, _say
+            )
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name=PROG)

@@ -1,0 +1,89 @@
+"""Exit codes and the exceptions that carry them.
+
+Every expected failure is raised as an :class:`OpenspecError` whose message is the one line a user
+sees; ``cli`` is the only place that turns these into output and an exit status.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+
+class ExitCode(enum.IntEnum):
+    """The one exit-code table; README and man page document these same numbers."""
+
+    OK = 0
+    MISMATCH = 1  # a checksum or comparison did not match (GNU sha256sum -c uses 1 too)
+    USAGE = 2  # bad arguments or bad input: missing file, directory without -r, same file
+    IO_ERROR = 3  # reading or writing failed: no space, device error, permission lost mid-copy
+    INTERRUPTED = 130  # SIGINT (128 + 2)
+    BROKEN_PIPE = 141  # the reader of our stdout went away (128 + SIGPIPE), like cat
+    TERMINATED = 143  # SIGTERM (128 + 15)
+
+
+class OpenspecError(Exception):
+    """An expected failure: one line for the user and the exit code that goes with it."""
+
+    exit_code: ExitCode = ExitCode.IO_ERROR
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(OpenspecError):
+    """The request cannot be carried out as given; nothing was changed."""
+
+    exit_code = ExitCode.USAGE
+
+
+class MismatchError(OpenspecError):
+    """Data was read fine but is not what it should be."""
+
+    exit_code = ExitCode.MISMATCH
+
+
+class TransferIOError(OpenspecError):
+    """The OS refused a read or write while data was moving."""
+
+    exit_code = ExitCode.IO_ERROR
+
+
+class SourceChangedError(TransferIOError):
+    """The source was modified while we copied it, so the copy cannot be trusted."""
+
+
+class Interrupted(OpenspecError):
+    """A signal asked us to stop; whatever was partial has been dealt with."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+class BrokenPipe(OpenspecError):
+    """The consumer of stdout closed the pipe; a normal end for a pipeline stage."""
+
+    exit_code = ExitCode.BROKEN_PIPE
+
+
+def describe_os_error(err: OSError) -> str:
+    """Return the OS reason for ``err`` as ``strerror`` (``No such file or directory``)."""
+    if err.strerror:
+        return err.strerror
+    if err.errno:
+        return os.strerror(err.errno)
+    return str(err) or type(err).__name__
+
+
+def from_os_error(err: OSError, path: str, path2: str | None = None) -> OpenspecError:
+    """Map an OSError at ``path`` to the user-facing error, naming both paths when there are two."""
+    import errno
+
+    where = f"'{path}'" if path2 is None else f"'{path}' -> '{path2}'"
+    msg = f"{where}: {describe_os_error(err)}"
+    usage_errnos = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}
+    if err.errno in usage_errnos:
+        return UsageError(msg)
+    return TransferIOError(msg)

@@ -1,0 +1,257 @@
+"""Streams that end somewhere other than a file: ``cat`` to a pipe, and byte-wise comparison."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from openspec_cli import hashing
+from openspec_cli.chunking import MAX_CHUNK
+from openspec_cli.engine import (
+    NullObserver,
+    Observer,
+    Pump,
+    RateLimiter,
+    StreamStats,
+    write_all,
+)
+from openspec_cli.errors import (
+    BrokenPipe,
+    MismatchError,
+    TransferIOError,
+    UsageError,
+    describe_os_error,
+    from_os_error,
+)
+
+STDIN = "-"
+
+
+def enlarge_pipe(fd: int, size: int = MAX_CHUNK) -> None:
+    """Grow a pipe's kernel buffer (Linux ``F_SETPIPE_SZ``) so each write moves a whole chunk."""
+    import fcntl
+
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        fcntl.fcntl(fd, setpipe, size)
+    except OSError:
+        # Above /proc/sys/fs/pipe-max-size for unprivileged users: keep the default size.
+        return
+
+
+@dataclass
+class CatResult:
+    """What ``cat`` moved, and the digest of everything it wrote when one was asked for."""
+
+    bytes: int
+    algo: str | None
+    digest: str | None
+    seconds: float
+
+
+def _check_inputs(paths: list[str]) -> None:
+    for path in paths:
+        if path == STDIN:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            raise from_os_error(err, path) from err
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"'{path}': Is a directory")
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[int]:
+    if path == STDIN:
+        yield 0
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise from_os_error(err, path) from err
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def cat(
+    paths: list[str],
+    out_fd: int = 1,
+    algo: str | None = None,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+) -> CatResult:
+    """Concatenate ``paths`` (``-`` is stdin) to ``out_fd``; a closed pipe raises BrokenPipe."""
+    observer = observer or NullObserver()
+    _check_inputs(paths)
+    enlarge_pipe(out_fd)
+    hasher = hashing.new_hasher(algo) if algo else None
+    total = 0
+    seconds = 0.0
+
+    def sink(view: memoryview) -> None:
+        write_all(out_fd, view)
+
+    for path in paths:
+        with _open_input(path) as fd:
+            enlarge_pipe(fd)
+            st = os.fstat(fd)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None
+            stats = StreamStats(
+                name="stdin" if path == STDIN else os.path.basename(path), total=size
+            )
+            observer.stream_started(stats)
+            try:
+                Pump(fd, stats, hasher=hasher, sink=sink, limiter=limiter).run()
+            except BrokenPipeError as err:
+                raise BrokenPipe("output closed") from err
+            except OSError as err:
+                raise TransferIOError(f"'{path}': {describe_os_error(err)}") from err
+            finally:
+                observer.stream_finished(stats)
+            total += stats.done
+            seconds += stats.seconds
+    return CatResult(total, algo, hasher.hexdigest() if hasher else None, seconds)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Where two files (or trees) first disagree."""
+
+    left: str
+    right: str
+    offset: int | None  # first differing byte; None when the difference is not in the bytes
+    reason: str
+
+    def describe(self) -> str:
+        """One line in the style of ``cmp``."""
+        if self.offset is None:
+            return f"'{self.left}' and '{self.right}' differ: {self.reason}"
+        return (
+            f"'{self.left}' and '{self.right}' differ: {self.reason} at byte offset {self.offset}"
+        )
+
+
+def _first_mismatch(a: memoryview, b: memoryview) -> int:
+    """Index of the first differing byte of two equal-length views known to differ."""
+    lo, hi = 0, len(a)
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    for i in range(lo, hi):
+        if a[i] != b[i]:
+            return i
+    return hi
+
+
+def _read_full(fd: int, buf: memoryview) -> int:
+    """Fill ``buf`` unless EOF comes first, so two streams stay aligned chunk by chunk."""
+    got = 0
+    while got < len(buf):
+        n = os.readv(fd, [buf[got:]])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def compare_files(left: str, right: str, chunk: int = MAX_CHUNK) -> Difference | None:
+    """Compare two files byte for byte; None when they are identical."""
+    for path in (left, right):
+        if os.path.isdir(path):
+            raise UsageError(f"'{path}': Is a directory (use -r to compare trees)")
+    try:
+        lfd = os.open(left, os.O_RDONLY)
+    except OSError as err:
+        raise from_os_error(err, left) from err
+    try:
+        try:
+            rfd = os.open(right, os.O_RDONLY)
+        except OSError as err:
+            raise from_os_error(err, right) from err
+        try:
+            return _compare_fds(left, right, lfd, rfd, chunk)
+        finally:
+            os.close(rfd)
+    finally:
+        os.close(lfd)
+
+
+def _compare_fds(left: str, right: str, lfd: int, rfd: int, chunk: int) -> Difference | None:
+    lbuf, rbuf = memoryview(bytearray(chunk)), memoryview(bytearray(chunk))
+    offset = 0
+    while True:
+        try:
+            ln, rn = _read_full(lfd, lbuf), _read_full(rfd, rbuf)
+        except OSError as err:
+            raise TransferIOError(f"'{left}' / '{right}': {describe_os_error(err)}") from err
+        common = min(ln, rn)
+        if lbuf[:common] != rbuf[:common]:
+            return Difference(
+                left,
+                right,
+                offset + _first_mismatch(lbuf[:common], rbuf[:common]),
+                "content differs",
+            )
+        if ln != rn:
+            shorter = left if ln < rn else right
+            return Difference(left, right, offset + common, f"EOF on '{shorter}'")
+        if ln == 0:
+            return None
+        offset += ln
+
+
+def compare_trees(left: str, right: str) -> list[Difference]:
+    """Compare two directory trees: names present on one side only, and differing files."""
+    for path in (left, right):
+        if not os.path.isdir(path):
+            raise UsageError(f"'{path}': Not a directory")
+    diffs: list[Difference] = []
+    for rel in sorted(_tree_entries(left) | _tree_entries(right)):
+        lp, rp = os.path.join(left, rel), os.path.join(right, rel)
+        lkind, rkind = _kind(lp), _kind(rp)
+        if lkind != rkind:
+            reason = f"'{rel}' is {lkind} on the left and {rkind} on the right"
+            diffs.append(Difference(lp, rp, None, reason))
+        elif lkind == "a file":
+            diff = compare_files(lp, rp)
+            if diff is not None:
+                diffs.append(diff)
+    return diffs
+
+
+def _kind(path: str) -> str:
+    if os.path.islink(path):
+        return "a symlink"
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.exists(path):
+        return "a file"
+    return "missing"
+
+
+def _tree_entries(root: str) -> set[str]:
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            found.add(os.path.normpath(os.path.join(rel_dir, name)))
+    return found
+
+
+def require_identical(diffs: list[Difference]) -> None:
+    """Raise the first difference as a mismatch (exit 1), like ``cmp``."""
+    if diffs:
+        raise MismatchError(diffs[0].describe())

@@ -1,0 +1,132 @@
+"""The three jobs of ``openspec verify``: print digests, check sum files, compare files.
+
+Each returns an exit code and writes the lines the GNU tools would write; hashing itself goes
+through the same engine as every other command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from openspec_cli import hashing
+from openspec_cli.engine import NullObserver, Observer, Pump, RateLimiter, StreamStats
+from openspec_cli.errors import ExitCode, OpenspecError, TransferIOError, describe_os_error
+from openspec_cli.streams import STDIN, compare_files, compare_trees, require_identical
+from openspec_cli.transfer import hash_path
+
+Say = Callable[[str], None]
+
+
+def hash_any(
+    path: str, algo: str, limiter: RateLimiter | None = None, observer: Observer | None = None
+) -> str:
+    """Digest of a file, or of stdin for ``-``; raises OSError-derived errors for the caller."""
+    observer = observer or NullObserver()
+    if path == STDIN:
+        hasher = hashing.new_hasher(algo)
+        stats = StreamStats(name="stdin")
+        observer.stream_started(stats)
+        try:
+            Pump(0, stats, hasher=hasher, limiter=limiter).run()
+        except OSError as err:
+            raise TransferIOError(f"error reading stdin: {describe_os_error(err)}") from err
+        finally:
+            observer.stream_finished(stats)
+        return hasher.hexdigest()
+    if os.path.isdir(path):
+        raise OpenspecError(f"'{path}': Is a directory", ExitCode.USAGE)
+    stats = StreamStats(name=os.path.basename(path))
+    observer.stream_started(stats)
+    try:
+        return hash_path(path, algo, stats=stats, limiter=limiter)
+    finally:
+        observer.stream_finished(stats)
+
+
+def run_digests(
+    paths: list[str],
+    algo: str,
+    tag: bool,
+    limiter: RateLimiter | None,
+    observer: Observer,
+    say: Say,
+) -> int:
+    """Print a sum line per file; like sha256sum, go on after a bad file and fail at the end."""
+    code = ExitCode.OK
+    for path in paths:
+        try:
+            digest = hash_any(path, algo, limiter, observer)
+        except OpenspecError as err:
+            say(err.message)
+            code = max(code, err.exit_code)
+            continue
+        name = hashing.display_name_for_stdin(algo) if path == STDIN else path
+        sys.stdout.write(hashing.format_sum_line(algo, digest, name, tag=tag) + "\n")
+        sys.stdout.flush()
+    return int(code)
+
+
+def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None) -> str:
+    """``hash_file`` for :func:`hashing.check_sums`: failures must surface as OSError."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "Is a directory", path)
+    try:
+        return hash_path(path, algo, limiter=limiter)
+    except OpenspecError as err:
+        cause = err.__cause__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise OSError(5, err.message, path) from err
+
+
+def _read_sum_lines(path: str) -> list[str]:
+    if path == STDIN:
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as err:
+            raise OpenspecError(f"'{path}': {describe_os_error(err)}", ExitCode.USAGE) from err
+    text = data.decode("utf-8", errors="surrogateescape")
+    return text.split("\n") if text else []
+
+
+def run_check(
+    sum_files: list[str], options: hashing.CheckOptions, limiter: RateLimiter | None, say: Say
+) -> int:
+    """Check each sum file as ``sha256sum -c`` does; the worst exit code wins."""
+    code = 0
+    for sum_file in sum_files:
+        try:
+            lines = _read_sum_lines(sum_file)
+        except OpenspecError as err:
+            say(err.message)
+            code = max(code, int(ExitCode.MISMATCH))
+            continue
+        name = "standard input" if sum_file == STDIN else sum_file
+        report = hashing.check_sums(
+            lines, name, lambda p, a: _hash_for_check(p, a, limiter), options
+        )
+        for line in report.stdout:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        for line in report.stderr:
+            sys.stderr.write(line + "\n")
+        code = max(code, report.exit_code)
+    return code
+
+
+def run_compare(paths: list[str], other: str, recursive: bool) -> None:
+    """Compare one file (or tree) with another; raises MismatchError on the first difference."""
+    if len(paths) != 1:
+        raise OpenspecError("--against takes exactly one FILE", ExitCode.USAGE)
+    left = paths[0]
+    if recursive:
+        diffs = compare_trees(left, other)
+    else:
+        diff = compare_files(left, other)
+        diffs = [diff] if diff else []
+    require_identical(diffs)
