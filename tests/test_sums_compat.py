@@ -1,0 +1,376 @@
+"""Agreement with the real tools, both ways: what we print is what sha256sum, b2sum and xxhsum
+print; what they write we check; and ``-c`` says what ``sha256sum -c`` says, byte for byte.
+
+Each case is skipped only if its tool is not installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from openspec_cli import hashing
+from openspec_cli.hashing import CheckOptions
+
+ENV = {**os.environ, "LC_ALL": "C.UTF-8"}  # quoting of non-ASCII names depends on the locale
+
+
+@dataclass(frozen=True)
+class Tool:
+    cmd: tuple[str, ...]
+    algo: str
+
+    @property
+    def gnu(self) -> bool:
+        return not self.cmd[0].startswith("xxh")
+
+
+TOOLS = [
+    Tool(("sha256sum",), "sha256"),
+    Tool(("sha1sum",), "sha1"),
+    Tool(("md5sum",), "md5"),
+    Tool(("b2sum",), "blake2b"),
+    Tool(("xxh128sum",), "xxh128"),
+    Tool(("xxhsum", "-H0"), "xxh32"),
+    Tool(("xxhsum", "-H1"), "xxh64"),
+    Tool(("xxhsum", "-H3"), "xxh3"),
+    Tool(("xxh64sum",), "xxh64"),
+    Tool(("xxh32sum",), "xxh32"),
+]
+
+
+def _installed(tool: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(shutil.which(tool) is None, reason=f"{tool} not installed")
+
+
+TOOL_PARAMS = [pytest.param(t, id=" ".join(t.cmd), marks=_installed(t.cmd[0])) for t in TOOLS]
+needs_sha256sum = _installed("sha256sum")
+
+PLAIN_NAMES = ["plain.bin", "with space.txt"]
+ODD_NAMES = ["back\\slash", "new\nline", "cr\rret"]
+
+
+def run(args: Sequence[str], cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    argv = [os.fsencode(arg) for arg in args]
+    return subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, env=ENV, check=False)
+
+
+def lines_of(data: bytes) -> list[str]:
+    """Output split the way check_sums wants its input: on newlines only, bytes kept."""
+    text = os.fsdecode(data)
+    return text.removesuffix("\n").split("\n") if text else []
+
+
+def file_digest(path: Path, algo: str) -> str:
+    hasher = hashing.new_hasher(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def real_hash_file(root: Path) -> Callable[[str, str], str]:
+    """``hash_file`` for check_sums over real files relative to ``root``."""
+    return lambda name, algo: file_digest(root / name, algo)
+
+
+@functools.cache
+def escapes_names(cmd: tuple[str, ...]) -> bool:
+    """coreutils 9 and xxhsum >= 0.8.2 escape '\\' in names; xxhsum 0.8.1 writes them raw."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "a\\b").write_bytes(b"")
+        return run([*cmd, "a\\b"], Path(tmp)).stdout.startswith(b"\\")
+
+
+@functools.cache
+def has_gnu_xxh3_form(cmd: tuple[str, ...]) -> bool:
+    """xxhsum 0.8.1 prints XXH3 only as a BSD tag line; >= 0.8.2 prints ``XXH3_<hex>  name``."""
+    return not run([*cmd, "-"], Path.cwd()).stdout.startswith(b"XXH3 (")
+
+
+def names_for(tool: Tool) -> list[str]:
+    return PLAIN_NAMES + (ODD_NAMES if escapes_names(tool.cmd) else [])
+
+
+def result_name(name: str) -> str:
+    """How ``-c`` shows a name: escaped only if it holds a newline (coreutils 9.1)."""
+    return "\\" + hashing.escape_name(name) if "\n" in name else name
+
+
+def make_files(root: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        (root / name).write_bytes(f"content {i} of {name!r}\n".encode() * (i + 1))
+
+
+# --- (a) our lines are the tool's lines --------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", [False, True], ids=["gnu", "tag"])
+@pytest.mark.parametrize("tool", TOOL_PARAMS)
+def test_format_matches_tool_output(tool: Tool, tag: bool, tmp_path: Path) -> None:
+    names = names_for(tool)
+    make_files(tmp_path, names)
+    result = run([*tool.cmd, *(["--tag"] if tag else []), *names], tmp_path)
+    assert result.returncode == 0
+    # xxhsum 0.8.1 has no GNU form for XXH3 and prints the tag form instead.
+    as_tag = tag or (tool.algo == "xxh3" and not has_gnu_xxh3_form(tool.cmd))
+    ours = [
+        hashing.format_sum_line(tool.algo, file_digest(tmp_path / n, tool.algo), n, tag=as_tag)
+        for n in names
+    ]
+    assert lines_of(result.stdout) == ours
+
+
+@pytest.mark.parametrize("tag", [False, True], ids=["gnu", "tag"])
+@pytest.mark.parametrize("tool", TOOL_PARAMS)
+def test_stdin_line_matches_tool_output(tool: Tool, tag: bool, tmp_path: Path) -> None:
+    data = b"piped data\n" * 100
+    result = run([*tool.cmd, *(["--tag"] if tag else [])], tmp_path, stdin=data)
+    as_tag = tag or (tool.algo == "xxh3" and not has_gnu_xxh3_form(tool.cmd))
+    name = hashing.display_name_for_stdin(tool.algo)
+    digest = hashing.digest_bytes(data, tool.algo)
+    assert lines_of(result.stdout) == [hashing.format_sum_line(tool.algo, digest, name, tag=as_tag)]
+
+
+NAME_CHARS = st.sampled_from(["a", "Z", " ", "\\", "\n", "\r", "\t", "*", "(", ")", "=", "é", "'"])
+
+
+@needs_sha256sum
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=st.text(NAME_CHARS, min_size=1, max_size=8), tag=st.booleans())
+def test_any_name_formats_like_sha256sum(name: str, tag: bool, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_bytes(name.encode())
+    result = run(["sha256sum", *(["--tag"] if tag else []), "--", name], tmp_path)
+    path.unlink()
+    expected = hashing.format_sum_line(
+        "sha256", hashing.digest_bytes(name.encode(), "sha256"), name, tag=tag
+    )
+    assert lines_of(result.stdout) == [expected]
+
+
+# --- (b) what the tool writes, we check -------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", [False, True], ids=["gnu", "tag"])
+@pytest.mark.parametrize("tool", TOOL_PARAMS)
+def test_tool_sum_files_check_ok_and_detect_tampering(
+    tool: Tool, tag: bool, tmp_path: Path
+) -> None:
+    # Names with a backslash or CR round-trip even unescaped; a raw newline splits the line.
+    names = PLAIN_NAMES + [n for n in ODD_NAMES if "\n" not in n or escapes_names(tool.cmd)]
+    make_files(tmp_path, names)
+    sum_name = f"{tool.algo}sums.txt"  # the name hints md5 vs xxh128 for 32-digit lines
+    written = run([*tool.cmd, *(["--tag"] if tag else []), *names], tmp_path).stdout
+    (tmp_path / sum_name).write_bytes(written)
+    lines = lines_of(written)
+
+    report = hashing.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
+    assert report.stdout == [f"{result_name(n)}: OK" for n in names]
+    assert (report.stderr, report.exit_code) == ([], 0)
+
+    (tmp_path / names[0]).write_bytes(b"tampered")
+    report = hashing.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
+    theirs = run([*tool.cmd, "-c", sum_name], tmp_path)
+    assert f"{names[0]}: FAILED" in report.stdout
+    assert report.exit_code == theirs.returncode == 1
+    their_results = lines_of(theirs.stdout)
+    if not tool.gnu:  # xxhsum 0.8.1 prints its summary, without prefix, on stdout
+        their_results = [line for line in their_results if line.endswith((": OK", ": FAILED"))]
+    assert report.stdout == their_results
+    if tool.gnu:
+        expected_err = [
+            line.replace(f"{tool.cmd[0]}: ", "openspec: ", 1) for line in lines_of(theirs.stderr)
+        ]
+        assert report.stderr == expected_err
+
+
+# --- (c) -c output and exit code equal sha256sum -c --------------------------------------------
+
+
+def build_mixed_sum_file(root: Path, *, with_md5_line: bool) -> bytes:
+    """OK, FAILED, missing, unreadable, malformed, comment, blank, CRLF and escaped lines."""
+    good = ["ok1", "bad", "sp ace", "back\\slash", "new\nline", "cr\rret"]
+    make_files(root, good)
+    (root / "adir").mkdir()
+    out = run(["sha256sum", *good], root).stdout
+    out += run(["sha256sum", "--tag", "ok1", "back\\slash"], root).stdout
+    ok1 = file_digest(root / "ok1", "sha256")
+    zero = "0" * 64
+    extra = [
+        "# a comment",
+        "",
+        "garbage line",
+        f"{ok1}  ok1\r",
+        f"{zero}  gone",
+        f"{zero}  café gone",
+        f"{zero}  it's gone",
+        f"{ok1} *ok1",
+        "   ",
+        "ZZ  ok1",
+        f"{zero}  adir",
+        f"\\{ok1}  bad\\xescape",
+        f"  \t{ok1.upper()}  ok1",
+        f"SHA256(ok1)= {ok1}",
+        f"SHA256 (ok1) = {ok1} ",
+    ]
+    if with_md5_line:
+        extra.append(f"{file_digest(root / 'ok1', 'md5')}  ok1")
+    (root / "bad").write_bytes(b"tampered")
+    return out + "\n".join(extra).encode() + b"\n"
+
+
+OPTION_SETS = [
+    [],
+    ["-w"],
+    ["--quiet"],
+    ["--status"],
+    ["--strict"],
+    ["--ignore-missing"],
+    ["--strict", "-w"],
+    ["--ignore-missing", "--quiet"],
+    ["--status", "--strict"],
+]
+
+
+def options_for(flags: list[str], algo: str | None) -> CheckOptions:
+    return CheckOptions(
+        quiet="--quiet" in flags,
+        status="--status" in flags,
+        strict="--strict" in flags,
+        ignore_missing="--ignore-missing" in flags,
+        warn="-w" in flags,
+        algo=algo,
+    )
+
+
+def assert_same_as_sha256sum(
+    root: Path, sum_name: str, flags: list[str], algo: str | None = "sha256"
+) -> None:
+    theirs = run(["sha256sum", "-c", *flags, "--", sum_name], root)
+    lines = lines_of((root / sum_name).read_bytes())
+    ours = hashing.check_sums(lines, sum_name, real_hash_file(root), options_for(flags, algo))
+    assert ours.stdout == lines_of(theirs.stdout)
+    assert ours.stderr == [
+        line.replace("sha256sum: ", "openspec: ", 1) for line in lines_of(theirs.stderr)
+    ]
+    assert ours.exit_code == theirs.returncode
+
+
+@needs_sha256sum
+@pytest.mark.parametrize("algo", ["sha256", None], ids=["forced", "inferred"])
+@pytest.mark.parametrize("flags", OPTION_SETS, ids=lambda f: " ".join(f) or "plain")
+def test_mixed_sum_file_like_sha256sum(flags: list[str], algo: str | None, tmp_path: Path) -> None:
+    sum_name = "my sums.sha256"  # a name that needs quoting in diagnostics
+    content = build_mixed_sum_file(tmp_path, with_md5_line=algo is not None)
+    (tmp_path / sum_name).write_bytes(content)
+    assert_same_as_sha256sum(tmp_path, sum_name, flags, algo)
+
+
+@needs_sha256sum
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"junk\n\n# c\n",
+        ("0" * 64 + "  gone\n").encode(),
+        ("0" * 64 + "  gone\r\n" + "1" * 64 + "  gone too\r\n").encode(),
+    ],
+    ids=["empty", "junk", "missing", "missing-crlf"],
+)
+@pytest.mark.parametrize(
+    "flags", [[], ["--ignore-missing"], ["--status", "--ignore-missing"], ["-w"]]
+)
+def test_degenerate_sum_files_like_sha256sum(
+    content: bytes, flags: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "SUMS").write_bytes(content)
+    assert_same_as_sha256sum(tmp_path, "SUMS", flags)
+
+
+@needs_sha256sum
+def test_bsd_reversed_lines_like_sha256sum(tmp_path: Path) -> None:
+    make_files(tmp_path, ["ok1"])
+    digest = file_digest(tmp_path / "ok1", "sha256")
+    (tmp_path / "REV").write_text(f"{digest} ok1\n{digest}  ok1\n{digest} *ok1\n")
+    (tmp_path / "STD").write_text(f"{digest}  ok1\n{digest} ok1\n")
+    assert_same_as_sha256sum(tmp_path, "REV", [])
+    assert_same_as_sha256sum(tmp_path, "STD", ["-w"])
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        "HEX",
+        "ZERO",
+        "  ",
+        " ",
+        " *",
+        "\t",
+        "ok1",
+        "gone",
+        "sp ace",
+        "\\",
+        "\\n",
+        "\r",
+        "#",
+        "SHA256 (",
+        ") = ",
+        "(",
+        ")",
+        "=",
+        "x",
+        "'",
+        "\n",
+    ]
+)
+
+
+@needs_sha256sum
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    parts=st.lists(FRAGMENTS, max_size=14),
+    flags=st.sampled_from(OPTION_SETS),
+)
+def test_random_sum_files_like_sha256sum(
+    parts: list[str], flags: list[str], tmp_path: Path
+) -> None:
+    make_files(tmp_path, ["ok1", "sp ace"])
+    digest = file_digest(tmp_path / "ok1", "sha256")
+    text = "".join(parts).replace("HEX", digest).replace("ZERO", "0" * 64)
+    (tmp_path / "SUMS").write_text(text)
+    assert_same_as_sha256sum(tmp_path, "SUMS", flags)
+
+
+# --- diagnostics quote names like coreutils -------------------------------------------------------
+
+QUOTE_CHARS = st.sampled_from(
+    list("aZ0 '\"$\\:#~{}?*!@,.%+=[]^|&;<>`\n\r\t\x01\x7fé") + ["\u200b", "\u00a0", "\udcff"]
+)
+
+
+@needs_sha256sum
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.text(QUOTE_CHARS, min_size=1, max_size=7).filter(lambda n: n not in ("-", ".", ".."))
+)
+def test_quote_name_like_coreutils(name: str, tmp_path: Path) -> None:
+    result = run(["sha256sum", "--", name], tmp_path)
+    assert lines_of(result.stderr) == [
+        f"sha256sum: {hashing.quote_name(name)}: No such file or directory"
+    ]
