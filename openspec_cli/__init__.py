@@ -1,3 +1,20 @@
-"""openspec: copy, stream and hash very large files, safely and fast."""
+"""openspec: copy, stream and hash very large files, safely and fast.
+
+``from openspec_cli import copy, cat, hash_file, compare`` gives the Python API; it is loaded on
+first use so that ``openspec --version`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "cat", "compare", "copy", "hash_file"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"copy", "cat", "hash_file", "compare"}:
+        from openspec_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'openspec_cli' has no attribute {name!r}")

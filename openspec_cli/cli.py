@@ -217,23 +217,25 @@ def copy(
     quiet: QuietOpt = False,
 ) -> None:
     """Copy files like cp, hashing on the fly; the final name appears only when complete."""
-    from openspec_cli import transfer
+    from openspec_cli import api
 
     with handled():
         if len(paths) < 2:
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
-        options = transfer.CopyOptions(
-            algo=algo,
-            recursive=recursive,
-            no_clobber=no_clobber,
-            verify=verify,
-            fsync=not no_fsync,
-            sums_path=sums,
-            limiter=_limiter(limit_rate),
-        )
-        steps = transfer.plan_copy(paths[:-1], paths[-1], recursive)
+        rate = parse_size(limit_rate) if limit_rate else None
         with progress("copy", quiet or as_json) as observer:
-            results = transfer.run_plan(steps, options, observer)
+            results = api.copy(
+                paths[:-1],
+                paths[-1],
+                recursive=recursive,
+                no_clobber=no_clobber,
+                verify=verify,
+                algo=algo,
+                fsync=not no_fsync,
+                sums=sums,
+                limit_rate=rate,
+                observer=observer,
+            )
         if as_json:
             _emit_json(_copy_summary(results))
         elif not quiet:

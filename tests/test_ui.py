@@ -1,0 +1,121 @@
+"""The live panel: deterministic rendering, and the real thing in a pseudo-terminal."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from openspec_cli.engine import StreamStats
+from openspec_cli.ui import Dashboard, RateWindow, human_bytes, human_eta
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (1 << 30, "1.0 GiB")],
+)
+def test_human_bytes(n: int, text: str) -> None:
+    assert human_bytes(n) == text
+
+
+def test_human_eta() -> None:
+    assert human_eta(None) == "-"
+    assert human_eta(3725) == "1:02:05"
+
+
+def test_rate_window_uses_recent_samples_only() -> None:
+    window = RateWindow(span=2.0)
+    window.add(0.0, 0)
+    window.add(1.0, 100)
+    window.add(2.0, 200)
+    window.add(3.0, 1200)  # speeds up: the oldest sample leaves the window
+    assert window.add(4.0, 2200) == pytest.approx(1000.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def render_text(board: Dashboard) -> str:
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=100, color_system=None).print(board.render())
+    return out.getvalue()
+
+
+def test_dashboard_shows_each_stream_rate_and_chunk() -> None:
+    clock = Clock()
+    board = Dashboard("copy", clock=clock)
+    stats = StreamStats(name="disk.img", total=4 << 20, chunk_size=256 << 10)
+    board.stream_started(stats)
+    render_text(board)
+    clock.now += 1.0
+    stats.done = 2 << 20
+    text = render_text(board)
+    assert "disk.img" in text
+    assert "2.0 MiB / 4.0 MiB" in text
+    assert "2.0 MiB/s" in text
+    assert "ETA 0:00:01" in text
+    assert "chunk 256.0 KiB" in text
+    assert "0 done, 1 active" in text
+    board.stream_finished(stats)
+    assert "1 done, 0 active" in render_text(board)
+
+
+def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "openspec_cli",
+            "copy",
+            "--limit-rate",
+            "2M",
+            str(src),
+            str(tmp_path / "out.bin"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"},
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=30) == 0
+    assert proc.stdout is not None
+    assert proc.stdout.read() == b""
+    text = seen.decode(errors="replace")
+    assert "\x1b[" in text  # drawn with terminal control sequences
+    assert "payload.bin" in text
+    assert "MiB/s" in text
+    assert "chunk" in text
+    assert "copied 1 file(s), 3.0 MiB" in text
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
