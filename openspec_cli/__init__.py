@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "cat", "compare", "copy", "hash_file"]
+_API = ("copy", "resume", "transfers", "discard", "prune", "cat", "hash_file", "compare")
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"copy", "cat", "hash_file", "compare"}:
+    if name in _API:
         from openspec_cli import api
 
         return getattr(api, name)

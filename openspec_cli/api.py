@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openspec_cli import hashing, streams, transfer
+from openspec_cli import checkpoint, hashing, plan, streams, transfer
 from openspec_cli.engine import Observer, RateLimiter
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.transfer import CopyOptions, FileResult
@@ -29,9 +29,14 @@ def copy(
     fsync: bool = True,
     sums: str | None = None,
     limit_rate: float | None = None,
+    checkpoint_every: int = transfer.DEFAULT_CHECKPOINT_EVERY,
+    restart: bool = False,
     observer: Observer | None = None,
 ) -> list[FileResult]:
-    """Copy like ``cp`` (``-r`` with ``recursive``), hashing on the fly; see ``transfer``."""
+    """Copy like ``cp`` (``-r`` with ``recursive``), hashing on the fly; see ``transfer``.
+
+    An interrupted copy of the same source and destination is resumed unless ``restart``.
+    """
     srcs = [sources] if isinstance(sources, str) else list(sources)
     options = CopyOptions(
         algo=algo,
@@ -41,9 +46,45 @@ def copy(
         fsync=fsync,
         sums_path=sums,
         limiter=_limiter(limit_rate),
+        checkpoint_every=checkpoint_every,
+        restart=restart,
     )
-    steps = transfer.plan_copy(srcs, dest, recursive)
+    steps = plan.plan_copy(srcs, dest, recursive)
     return transfer.run_plan(steps, options, observer)
+
+
+def resume(
+    transfer_id: str,
+    *,
+    restart: bool = False,
+    limit_rate: float | None = None,
+    observer: Observer | None = None,
+) -> FileResult:
+    """Finish an interrupted transfer from its last verified point (or from zero: ``restart``)."""
+    options = CopyOptions(limiter=_limiter(limit_rate), restart=restart)
+    return transfer.resume(transfer_id, options, observer)
+
+
+def transfers() -> list[checkpoint.Checkpoint | checkpoint.BrokenCheckpoint]:
+    """Every interrupted transfer on record, including unreadable checkpoints."""
+    return checkpoint.list_all()
+
+
+def discard(transfer_id: str) -> None:
+    """Forget a transfer: remove its checkpoint and partial file."""
+    try:
+        cp = checkpoint.load(transfer_id)
+    except checkpoint.CheckpointError:
+        if not checkpoint.path_for(transfer_id).exists():
+            raise
+        checkpoint.delete(transfer_id)  # unreadable: the sidecar itself is all there is to remove
+        return
+    transfer.discard(cp)
+
+
+def prune(older_than: float | None = None, dirs: Sequence[str] = ()) -> list[str]:
+    """Remove orphaned checkpoints and partial files; returns what was removed."""
+    return checkpoint.prune(older_than, dirs)
 
 
 def cat(

@@ -127,6 +127,10 @@ def _check_algo(algo: str) -> str:
     return algo
 
 
+def _check_optional_algo(algo: str | None) -> str | None:
+    return None if algo is None else _check_algo(algo)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"openspec {__version__}")
@@ -134,12 +138,16 @@ def _version(value: bool) -> None:
 
 
 @contextlib.contextmanager
-def progress(title: str, quiet: bool) -> Iterator[Observer]:
-    """The live panel on a terminal's stderr; otherwise nothing (no escape codes in logs)."""
-    if quiet or not sys.stderr.isatty():
+def progress(title: str, quiet: bool, as_json: bool = False) -> Iterator[Observer]:
+    """The live panel on a terminal's stderr; plain lines in logs; nothing when quiet."""
+    if quiet:
         yield NullObserver()
         return
-    from openspec_cli.ui import Dashboard, LivePanel
+    from openspec_cli.ui import Dashboard, LivePanel, PlainLines
+
+    if as_json or not sys.stderr.isatty():
+        yield PlainLines(sys.stderr) if not as_json else NullObserver()
+        return
 
     board = Dashboard(title)
     with LivePanel(board, sys.stderr):
@@ -165,6 +173,7 @@ AlgoOpt = Annotated[
     typer.Option(
         "--algo",
         "-a",
+        metavar="ALGO",
         callback=_check_algo,
         help=f"Digest algorithm: {', '.join(hashing.ALGORITHMS)}.",
     ),
@@ -186,6 +195,9 @@ def root(
 
 
 # ---------------------------------------------------------------------------- copy
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
 @app.command()
@@ -210,10 +222,21 @@ def copy(
     no_fsync: Annotated[
         bool, typer.Option("--no-fsync", help="Skip fsync (faster, not crash-safe).")
     ] = False,
-    limit_rate: RateOpt = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Start over instead of resuming an interrupted copy."),
     ] = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-every",
+            metavar="N",
+            min=1,
+            help="Record a resumable checkpoint every N chunks.",
+        ),
+    ] = 5,
+    limit_rate: RateOpt = None,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Copy files like cp, hashing on the fly; the final name appears only when complete."""
@@ -223,7 +246,7 @@ def copy(
         if len(paths) < 2:
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
         rate = parse_size(limit_rate) if limit_rate else None
-        with progress("copy", quiet or as_json) as observer:
+        with progress("copy", quiet, as_json) as observer:
             results = api.copy(
                 paths[:-1],
                 paths[-1],
@@ -234,17 +257,24 @@ def copy(
                 fsync=not no_fsync,
                 sums=sums,
                 limit_rate=rate,
+                checkpoint_every=checkpoint_every,
+                restart=restart,
                 observer=observer,
             )
-        if as_json:
-            _emit_json(_copy_summary(results))
-        elif not quiet:
-            _print_copy_summary(results)
+        _report(results, "copy", quiet, as_json)
 
 
-def _copy_summary(results: list[Any]) -> dict[str, Any]:
+def _report(results: list[Any], command: str, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        _emit_json(_copy_summary(results, command))
+    elif not quiet:
+        _print_copy_summary(results)
+
+
+def _copy_summary(results: list[Any], command: str = "copy") -> dict[str, Any]:
     files = [
         {
+            "id": r.transfer_id,
             "source": r.source,
             "dest": r.dest,
             "bytes": r.bytes,
@@ -255,21 +285,26 @@ def _copy_summary(results: list[Any]) -> dict[str, Any]:
             "chunk_sizes": r.chunk_sizes,
             "verified": r.verified,
             "skipped": r.skipped,
+            "resumed_from": r.resumed_from,
+            "retries": r.retries,
         }
         for r in results
     ]
     total_bytes = sum(r.bytes for r in results)
+    moved = sum(r.bytes - r.resumed_from for r in results)
     seconds = sum(r.seconds for r in results)
     return {
         "version": JSON_SCHEMA_VERSION,
-        "command": "copy",
+        "command": command,
         "files": files,
         "totals": {
             "files": sum(1 for r in results if not r.skipped),
             "skipped": sum(1 for r in results if r.skipped),
             "bytes": total_bytes,
+            "resumed_from": sum(r.resumed_from for r in results),
+            "retries": sum(len(r.retries) for r in results),
             "seconds": round(seconds, 6),
-            "throughput_bps": round(total_bytes / seconds) if seconds > 0 else 0,
+            "throughput_bps": round(moved / seconds) if seconds > 0 else 0,
         },
     }
 
@@ -280,15 +315,95 @@ def _print_copy_summary(results: list[Any]) -> None:
     for r in results:
         if r.skipped:
             _say(f"skipped '{r.dest}' (exists)")
+        if r.resumed_from:
+            _say(
+                f"resumed transfer {r.transfer_id} of '{r.source}' at "
+                f"{human_bytes(r.resumed_from)} (verified)"
+            )
+        for attempt in r.retries:
+            _say(
+                f"retried '{r.source}' at byte {attempt['offset']} after "
+                f"{attempt['errno']} ({attempt['message']})"
+            )
     copied = [r for r in results if not r.skipped]
     total = sum(r.bytes for r in copied)
+    moved = sum(r.bytes - r.resumed_from for r in copied)
     seconds = sum(r.seconds for r in copied)
-    rate = human_rate(total / seconds) if seconds > 0 else "-"
+    rate = human_rate(moved / seconds) if seconds > 0 else "-"
     verified = ", verified" if copied and all(r.verified for r in copied) else ""
     sys.stderr.write(
         f"copied {len(copied)} file(s), {human_bytes(total)} in {seconds:.2f} s "
         f"({rate}{verified})\n"
     )
+
+
+# ---------------------------------------------------------------------------- resume
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_age(text: str) -> float:
+    """``7d`` -> seconds. Units s, m, h, d, w; a bare number is seconds."""
+    match = _AGE.match(text)
+    if not match:
+        raise typer.BadParameter(f"'{text}' is not an age (examples: 90m, 12h, 7d)")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+    return float(match.group(1)) * factor
+
+
+@app.command()
+def resume(
+    transfer_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Transfer to resume; none: list them.")
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", "-l", help="List interrupted transfers.")
+    ] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Resume every resumable transfer.")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Copy from the start, dropping the partial file.")
+    ] = False,
+    discard: Annotated[
+        str | None,
+        typer.Option("--discard", metavar="ID", help="Remove a transfer's checkpoint and partial."),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove orphaned checkpoints and partial files.")
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="AGE",
+            help="With --prune: also remove transfers idle this long (e.g. 7d).",
+        ),
+    ] = None,
+    limit_rate: RateOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List interrupted transfers, or resume one from its last verified checkpoint."""
+    from openspec_cli import api, resuming
+
+    with handled():
+        if discard is not None:
+            api.discard(discard)
+            if not quiet:
+                _say(f"discarded transfer {discard}")
+        elif prune:
+            for line in api.prune(parse_age(older_than) if older_than else None):
+                if not quiet:
+                    _say(f"removed {line}")
+        elif list_ or (transfer_id is None and not all_):
+            resuming.print_list(api.transfers(), as_json)
+        else:
+            rate = parse_size(limit_rate) if limit_rate else None
+            ids = [transfer_id] if transfer_id else resuming.resumable_ids(api.transfers())
+            with progress("resume", quiet, as_json) as observer:
+                results = [
+                    api.resume(i, restart=restart, limit_rate=rate, observer=observer) for i in ids
+                ]
+            _report(results, "resume", quiet, as_json)
 
 
 # ---------------------------------------------------------------------------- cat
@@ -299,16 +414,11 @@ def cat(
     files: Annotated[
         list[str] | None, typer.Argument(metavar="[FILE]...", help="Files to stream; - is stdin.")
     ] = None,
-    hash_algo: Annotated[
-        str | None,
-        typer.Option(
-            "--hash",
-            metavar="ALGO",
-            help="Print the stream's digest on stderr at the end (xxh128 unless given).",
-            flag_value="xxh128",
-            is_flag=False,
-        ),
-    ] = None,
+    hash_: Annotated[
+        bool,
+        typer.Option("--hash", help="Print the digest of everything written, on stderr."),
+    ] = False,
+    algo: AlgoOpt = hashing.DEFAULT_ALGO,
     limit_rate: RateOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -316,11 +426,9 @@ def cat(
     from openspec_cli import streams
 
     with handled():
-        if hash_algo is not None:
-            _check_algo(hash_algo)
         with progress("cat", quiet) as observer:
             result = streams.cat(
-                files or [streams.STDIN], 1, hash_algo, _limiter(limit_rate), observer
+                files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate), observer
             )
         if result.digest is not None and result.algo is not None:
             name = hashing.display_name_for_stdin(result.algo)
@@ -344,6 +452,8 @@ def verify(
         typer.Option(
             "--algo",
             "-a",
+            metavar="ALGO",
+            callback=_check_optional_algo,
             help="Digest algorithm: "
             f"{', '.join(hashing.ALGORITHMS)} (default xxh128; "
             "with -c inferred per line).",
@@ -355,7 +465,8 @@ def verify(
         typer.Option("--against", metavar="OTHER", help="Compare FILE with OTHER byte for byte."),
     ] = None,
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="With --against: compare two trees.")
+        bool,
+        typer.Option("--recursive", "-r", "-R", help="With --against: compare two trees."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="With -c: don't print OK lines.")] = False,
     status: Annotated[
@@ -376,8 +487,6 @@ def verify(
     from openspec_cli import verifying
 
     with handled():
-        if algo is not None:
-            _check_algo(algo)
         targets = files or ["-"]
         limiter = _limiter(limit_rate)
         if against is not None:

@@ -35,6 +35,10 @@ class Hasher(Protocol):
 
     def hexdigest(self) -> str: ...
 
+    def copy(self) -> Hasher:
+        """An independent snapshot of the state so far (checkpoints keep these)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Spec:

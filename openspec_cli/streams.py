@@ -16,6 +16,7 @@ from openspec_cli.engine import (
     Pump,
     RateLimiter,
     StreamStats,
+    splice_stream,
     write_all,
 )
 from openspec_cli.errors import (
@@ -111,7 +112,8 @@ def cat(
             )
             observer.stream_started(stats)
             try:
-                Pump(fd, stats, hasher=hasher, sink=sink, limiter=limiter).run()
+                if hasher is not None or not splice_stream(fd, out_fd, stats, limiter):
+                    Pump(fd, stats, hasher=hasher, sink=sink, limiter=limiter).run()
             except BrokenPipeError as err:
                 raise BrokenPipe("output closed") from err
             except OSError as err:

@@ -97,6 +97,7 @@ class Dashboard:
             active = list(self.active)
             done_files = len(self.finished)
             done_bytes = sum(s.done for s in self.finished)
+            retries = sum(s.retries for s in self.finished)
         table = Table.grid(padding=(0, 1))
         for _ in range(6):
             table.add_column()
@@ -112,8 +113,9 @@ class Dashboard:
                 total=float(total) if total else None, completed=float(stats.done), width=24
             )
             size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
+            label = f"{stats.name} [{stats.transfer_id}]" if stats.transfer_id else stats.name
             table.add_row(
-                Text(stats.name, overflow="ellipsis", no_wrap=True),
+                Text(label, overflow="ellipsis", no_wrap=True),
                 bar,
                 size,
                 human_rate(rate),
@@ -121,10 +123,12 @@ class Dashboard:
                 "",
             )
         moved = done_bytes + sum(s.done for s in active)
+        retries += sum(s.retries for s in active)
         footer = Text(
             f"{self.title}: {done_files} done, {len(active)} active | "
             f"{human_bytes(moved)} moved | {human_rate(total_rate)} | "
-            f"chunk {human_bytes(chunk) if chunk else '-'}",
+            f"chunk {human_bytes(chunk) if chunk else '-'}"
+            + (f" | {retries} retries" if retries else ""),
             style="dim",
         )
         return Group(table, footer)
@@ -159,3 +163,22 @@ def make_console(stream: TextIO) -> Console:
     from rich.console import Console
 
     return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+class PlainLines:
+    """Observer for logs: one plain line when a transfer starts, so its id is on record."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def stream_started(self, stats: StreamStats) -> None:
+        """Name the transfer; streams without an id (cat, verify) stay silent."""
+        if stats.transfer_id is None:
+            return
+        size = human_bytes(stats.total) if stats.total is not None else "?"
+        start = f" from {human_bytes(stats.done)}" if stats.done else ""
+        self.stream.write(f"openspec: transfer {stats.transfer_id}: {stats.name} ({size}){start}\n")
+        self.stream.flush()
+
+    def stream_finished(self, stats: StreamStats) -> None:
+        """Nothing: the summary line follows."""

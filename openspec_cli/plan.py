@@ -1,0 +1,129 @@
+"""Planning a copy the way cp would: what goes where, refused before any byte is written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from openspec_cli.errors import UsageError, describe_os_error
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action of a plan: make a directory, copy a file, or recreate a symlink."""
+
+    kind: str  # "dir" | "file" | "link"
+    source: str
+    dest: str
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _stat_source(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as err:
+        raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
+
+
+def _kind_name(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[Step]:
+    """Decide every step of ``copy SOURCES DEST`` as cp would, or refuse before any change."""
+    if not sources:
+        raise UsageError("missing source operand")
+    dest_st = _lstat(dest)
+    dest_is_dir = dest_st is not None and os.path.isdir(dest)
+    if len(sources) > 1 and not dest_is_dir:
+        raise UsageError(f"target '{dest}' is not a directory")
+    if dest_st is None and dest.endswith(os.sep):
+        raise UsageError(f"cannot create '{dest}': No such file or directory")
+    steps: list[Step] = []
+    for src in sources:
+        name = os.path.basename(os.path.normpath(src))
+        target = os.path.join(dest, name) if dest_is_dir else dest
+        steps.extend(_plan_one(src, target, recursive))
+    return steps
+
+
+def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
+    st = _stat_source(src)
+    if stat.S_ISDIR(st.st_mode):
+        if not recursive:
+            raise UsageError(f"-r not specified; omitting directory '{src}'")
+        real_src, real_target = os.path.realpath(src), os.path.realpath(target)
+        if real_target == real_src or real_target.startswith(real_src + os.sep):
+            raise UsageError(f"cannot copy a directory, '{src}', into itself, '{target}'")
+        target_st = _lstat(target)
+        if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
+            raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
+        return list(_walk_tree(src, target))
+    _check_file_target(src, st, target)
+    return [Step("file", src, target)]
+
+
+def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"cannot copy '{src}': {_kind_name(st.st_mode)}, not a regular file")
+    target_st = _lstat(target)
+    if target_st is not None:
+        if stat.S_ISDIR(target_st.st_mode):
+            raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+        with contextlib.suppress(OSError):
+            if os.path.samestat(st, os.stat(target)):
+                raise UsageError(f"'{src}' and '{target}' are the same file")
+    parent = os.path.dirname(target) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot create regular file '{target}': No such file or directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create regular file '{target}': Permission denied")
+    if not os.access(src, os.R_OK):
+        raise UsageError(f"cannot open '{src}' for reading: Permission denied")
+
+
+def _walk_tree(src: str, target: str) -> Iterator[Step]:
+    yield Step("dir", src, target)
+    try:
+        entries = sorted(os.scandir(src), key=lambda e: e.name)
+    except OSError as err:
+        raise UsageError(f"cannot read directory '{src}': {describe_os_error(err)}") from err
+    for entry in entries:
+        child_src, child_dst = entry.path, os.path.join(target, entry.name)
+        if entry.is_symlink():
+            yield Step("link", child_src, child_dst)
+        elif entry.is_dir():
+            yield from _walk_tree(child_src, child_dst)
+        else:
+            st = entry.stat()
+            if stat.S_ISREG(st.st_mode):
+                _check_file_target_in_tree(child_src, st, child_dst)
+                yield Step("file", child_src, child_dst)
+            else:
+                raise UsageError(f"cannot copy '{child_src}': {_kind_name(st.st_mode)}")
+
+
+def _check_file_target_in_tree(src: str, st: os.stat_result, target: str) -> None:
+    """Like :func:`_check_file_target`, but the parent may not exist yet (we create it)."""
+    target_st = _lstat(target)
+    if target_st is not None and stat.S_ISDIR(target_st.st_mode):
+        raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+    if not os.access(src, os.R_OK):
+        raise UsageError(f"cannot open '{src}' for reading: Permission denied")

@@ -1,0 +1,85 @@
+"""What ``openspec resume`` lists: one row per interrupted transfer, as text or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from openspec_cli import checkpoint as ckpt
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def row(entry: ckpt.Checkpoint | ckpt.BrokenCheckpoint, now: float) -> dict[str, Any]:
+    """The facts about one transfer that the list shows (and ``--json`` prints)."""
+    if isinstance(entry, ckpt.BrokenCheckpoint):
+        return {
+            "id": entry.id,
+            "state": f"unreadable: {entry.reason}",
+            "source": None,
+            "dest": None,
+            "partial": None,
+            "bytes_done": 0,
+            "size": 0,
+            "percent": 0.0,
+            "age_seconds": None,
+            "attempts": 0,
+            "last_error": None,
+            "checkpoint": entry.path,
+        }
+    size = entry.size
+    return {
+        "id": entry.id,
+        "state": ckpt.state_of(entry),
+        "source": entry.source.path,
+        "dest": entry.dest,
+        "partial": entry.partial,
+        "bytes_done": entry.bytes_done,
+        "size": size,
+        "percent": round(100.0 * entry.bytes_done / size, 1) if size else 100.0,
+        "age_seconds": round(now - entry.updated, 1),
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "checkpoint": str(ckpt.path_for(entry.id)),
+    }
+
+
+def print_list(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint], as_json: bool) -> None:
+    """A table on stdout (or a JSON list), in the order the transfers started."""
+    from openspec_cli.ui import human_bytes
+
+    now = time.time()
+    rows = [row(e, now) for e in entries]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        sys.stdout.write("no interrupted transfers\n")
+        return
+    for r in rows:
+        if r["source"] is None:
+            sys.stdout.write(
+                f"{r['id']}  {r['state']}  (remove: openspec resume --discard {r['id']})\n"
+            )
+            continue
+        done = f"{human_bytes(r['bytes_done'])} / {human_bytes(r['size'])}"
+        sys.stdout.write(
+            f"{r['id']}  {r['state']:<16} {done:>23} {r['percent']:5.1f}%  "
+            f"{_age(r['age_seconds']):>4} ago  {r['source']} -> {r['dest']}\n"
+        )
+
+
+def resumable_ids(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> list[str]:
+    """Transfers that ``resume --all`` can take up: not running, source unchanged."""
+    return [
+        e.id
+        for e in entries
+        if isinstance(e, ckpt.Checkpoint) and ckpt.state_of(e) in ("resumable", "partial missing")
+    ]

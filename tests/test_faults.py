@@ -1,0 +1,233 @@
+"""I/O errors at chosen and random offsets: finish correct, or stop resumable; never a wrong file.
+
+In-process injection wraps the engine's read and write; ``fiu-run`` injects real failures into the
+libc calls of a real process; a tiny tmpfs makes a real full disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from openspec_cli import checkpoint, engine, transfer
+from openspec_cli.errors import OpenspecError, TransferIOError
+from openspec_cli.transfer import CopyOptions
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "state"
+    monkeypatch.setenv("OPENSPEC_STATE_DIR", str(directory))
+    return directory
+
+
+def source(tmp_path: Path, size: int = 3 << 20) -> tuple[Path, bytes]:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "src.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def no_sleep(_: float) -> None:
+    """Backoff without waiting: the policy is tested in test_retry.py."""
+
+
+class Faults:
+    """Raises chosen errors when the stream reaches chosen offsets of reads or writes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.read_plan: dict[int, int] = {}
+        self.write_plan: dict[int, int] = {}
+        self.random: tuple[random.Random, float, list[int]] | None = None
+        self.fired: list[tuple[str, int]] = []
+        real_read = engine.Pump._read
+        real_write = engine.write_all
+        self.read_pos = 0
+        self.write_pos = 0
+
+        def read(pump: engine.Pump, buf: memoryview) -> int:
+            self._maybe_fail("read", pump.stats.done, self.read_plan)
+            return real_read(pump, buf)
+
+        def write(fd: int, data: memoryview) -> None:
+            pos = os.lseek(fd, 0, os.SEEK_CUR)
+            self._maybe_fail("write", pos, self.write_plan)
+            real_write(fd, data)
+
+        monkeypatch.setattr(engine.Pump, "_read", read)
+        monkeypatch.setattr(engine, "write_all", write)
+
+    def _maybe_fail(self, op: str, pos: int, plan: dict[int, int]) -> None:
+        for offset in sorted(plan):
+            if pos >= offset:
+                code = plan.pop(offset)
+                self.fired.append((op, pos))
+                raise OSError(code, os.strerror(code))
+        if self.random is not None:
+            rng, p, codes = self.random
+            if rng.random() < p:
+                self.fired.append((op, pos))
+                code = rng.choice(codes)
+                raise OSError(code, os.strerror(code))
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
+    return Faults(monkeypatch)
+
+
+def copy(src: Path, dst: Path) -> transfer.FileResult:
+    return transfer.copy_file(str(src), str(dst), CopyOptions(sleep=no_sleep))
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.parametrize("code", [errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.EBUSY])
+def test_transient_error_is_retried_in_place(
+    tmp_path: Path, faults: Faults, op: str, code: int
+) -> None:
+    src, data = source(tmp_path)
+    plan = faults.read_plan if op == "read" else faults.write_plan
+    plan[1 << 20] = code
+    plan[2 << 20] = code
+    result = copy(src, tmp_path / "dst.bin")
+    assert len(faults.fired) == 2
+    assert [r["errno"] for r in result.retries] == [errno.errorcode[code]] * 2
+    assert (tmp_path / "dst.bin").read_bytes() == data
+    assert result.digest == xxhash.xxh3_128(data).hexdigest()
+    assert checkpoint.list_all() == []
+
+
+def test_error_that_persists_exhausts_the_budget_and_stays_resumable(
+    tmp_path: Path, faults: Faults
+) -> None:
+    src, data = source(tmp_path)
+    faults.random = (random.Random(1), 1.1, [errno.EIO])  # every read fails from now on
+    with pytest.raises(TransferIOError, match="then run: openspec resume") as info:
+        copy(src, tmp_path / "dst.bin")
+    assert "Input/output error" in info.value.message
+    (cp,) = checkpoint.list_all()
+    assert isinstance(cp, checkpoint.Checkpoint)
+    assert len(cp.retries) >= 3
+    faults.random = None
+    result = transfer.resume(cp.id, CopyOptions(sleep=no_sleep))
+    assert (tmp_path / "dst.bin").read_bytes() == data
+    assert result.transfer_id == cp.id
+
+
+def test_no_space_fails_fast_then_resume_finishes(tmp_path: Path, faults: Faults) -> None:
+    src, data = source(tmp_path)
+    faults.write_plan[2 << 20] = errno.ENOSPC
+    with pytest.raises(TransferIOError) as info:
+        copy(src, tmp_path / "dst.bin")
+    (cp,) = checkpoint.list_all()
+    assert isinstance(cp, checkpoint.Checkpoint)
+    assert info.value.message.endswith(f"free some space, then run: openspec resume {cp.id}")
+    assert cp.retries == []
+    assert not (tmp_path / "dst.bin").exists()
+    result = transfer.resume(cp.id, CopyOptions(sleep=no_sleep))
+    assert result.resumed_from > 0
+    assert (tmp_path / "dst.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_faults_never_yield_a_wrong_file(tmp_path: Path, faults: Faults, seed: int) -> None:
+    src, data = source(tmp_path, size=(2 << 20) + seed * 4099)
+    dst = tmp_path / "dst.bin"
+    codes = [errno.EIO, errno.EAGAIN, errno.ENOSPC, errno.EACCES, errno.ESTALE]
+    faults.random = (random.Random(seed), 0.08, codes)
+    attempt: Callable[[], transfer.FileResult] = lambda: copy(src, dst)  # noqa: E731
+    for _ in range(60):
+        try:
+            attempt()
+            break
+        except OpenspecError:
+            assert not dst.exists()
+    else:
+        pytest.fail("never finished")
+    assert dst.read_bytes() == data
+    assert list(tmp_path.glob(".*.openspec-part")) == []
+
+
+FIU = shutil.which("fiu-run")
+
+
+@pytest.mark.skipif(FIU is None, reason="fiu-run (Debian fiu-utils) is not installed")
+@pytest.mark.parametrize("point", ["posix/io/rw/readv", "posix/io/rw/write"])
+def test_real_injected_io_errors_with_fiu_run(tmp_path: Path, state: Path, point: str) -> None:
+    src, data = source(tmp_path, size=4 << 20)
+    dst = tmp_path / "dst.bin"
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    command = [
+        str(FIU),
+        "-x",
+        "-c",
+        f"enable_random name={point},probability=0.02",
+        sys.executable,
+        "-m",
+        "openspec_cli",
+        "copy",
+        "-q",
+        str(src),
+        str(dst),
+    ]
+    outcomes: list[int] = []
+    for _ in range(40):
+        proc = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        outcomes.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+        assert "Traceback" not in proc.stderr
+        assert proc.returncode in (2, 3), proc.stderr
+        assert not dst.exists()
+    assert outcomes[-1] == 0, outcomes
+    assert dst.read_bytes() == data
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_on_a_real_tmpfs_then_copy_after_space_is_made(
+    tmp_path: Path, state: Path
+) -> None:
+    mnt = tmp_path / "small"
+    try:
+        _mount_tmpfs(mnt, "8m")
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount tmpfs here: {exc}")
+    try:
+        src, data = source(tmp_path, size=5 << 20)
+        filler = mnt / "filler"
+        filler.write_bytes(b"\0" * (4 << 20))
+        env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+        cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(mnt / "dst.bin")]
+        full = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        assert full.returncode == 3
+        lines = full.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert "No space left on device" in lines[0]
+        assert str(mnt / "dst.bin") in lines[0]
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+        filler.unlink()
+        ok = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        assert ok.returncode == 0, ok.stderr
+        assert (mnt / "dst.bin").read_bytes() == data
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -1,0 +1,278 @@
+"""Interrupted copies resume from a verified prefix and always end byte-identical.
+
+Real processes, real signals and ``kill -9``; corruption is done to the real partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+STATE = "OPENSPEC_STATE_DIR"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE, str(state))
+    return {**os.environ, STATE: str(state)}
+
+
+def openspec(
+    *args: str, env: dict[str, str], check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "openspec_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "openspec_cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def make_source(path: Path, size: int) -> bytes:
+    data = random.Random(size).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def transfers(env: dict[str, str]) -> list[dict[str, object]]:
+    proc = openspec("resume", "--list", "--json", env=env, check=True)
+    rows = json.loads(proc.stdout)
+    assert isinstance(rows, list)
+    return rows
+
+
+def partials(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".*.openspec-part"))
+
+
+def wait_for_progress(env: dict[str, str], minimum: int, proc: subprocess.Popen[str]) -> None:
+    """Wait until the running transfer has checkpointed at least ``minimum`` bytes."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        rows = transfers(env)
+        if rows and int(str(rows[0]["bytes_done"])) >= minimum:
+            return
+        time.sleep(0.05)
+    raise AssertionError("transfer made no progress")
+
+
+def interrupt(
+    tmp_path: Path, env: dict[str, str], size: int = 4 << 20, at: int = 1 << 20
+) -> tuple[Path, Path, bytes, str]:
+    """Start a paced copy, stop it with SIGINT after ``at`` bytes; return its id."""
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make_source(src, size)
+    proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
+    wait_for_progress(env, at, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    rows = transfers(env)
+    assert len(rows) == 1
+    tid = str(rows[0]["id"])
+    expected = f"openspec: interrupted; resume with: openspec resume {tid}"
+    assert err.strip().splitlines()[-1] == expected
+    assert "Traceback" not in err
+    assert not dst.exists()
+    return src, dst, data, tid
+
+
+def test_sigint_keeps_a_resumable_transfer_and_resume_finishes_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env)
+    row = transfers(env)[0]
+    assert row["state"] == "resumable"
+    assert row["source"] == str(src)
+    assert row["dest"] == str(dst)
+    assert int(str(row["size"])) == len(data)
+    assert 0 < int(str(row["bytes_done"])) < len(data)
+    assert len(partials(tmp_path)) == 1
+    proc = openspec("resume", tid, "--json", env=env, check=True)
+    summary = json.loads(proc.stdout)
+    file = summary["files"][0]
+    assert file["resumed_from"] > 0
+    assert file["digest"] == xxhash.xxh3_128(data).hexdigest()
+    assert dst.read_bytes() == data
+    assert partials(tmp_path) == []
+    assert transfers(env) == []
+
+
+def test_sigterm_exits_143_and_keeps_the_checkpoint(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make_source(src, 4 << 20)
+    proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
+    wait_for_progress(env, 1 << 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert "interrupted; resume with: openspec resume" in err
+    assert "Traceback" not in err
+    again = openspec("copy", "--json", str(src), str(dst), env=env, check=True)
+    assert json.loads(again.stdout)["files"][0]["resumed_from"] > 0
+    assert dst.read_bytes() == data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kill_9_at_any_moment_then_resume_is_byte_identical(
+    tmp_path: Path, env: dict[str, str], seed: int
+) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make_source(src, 3 << 20)
+    proc = start("copy", "--limit-rate", "6M", str(src), str(dst), env=env)
+    time.sleep(random.Random(seed).uniform(0.15, 0.75))
+    proc.kill()
+    proc.wait()
+    assert not dst.exists() or dst.read_bytes() == data
+    result = openspec("copy", "--json", str(src), str(dst), env=env, check=True)
+    file = json.loads(result.stdout)["files"][0]
+    assert dst.read_bytes() == data
+    assert file["digest"] == xxhash.xxh3_128(data).hexdigest()
+    assert partials(tmp_path) == []
+    assert transfers(env) == []
+
+
+def test_corrupted_partial_is_recopied_not_trusted(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env, size=6 << 20, at=3 << 20)
+    (part,) = partials(tmp_path)
+    with open(part, "r+b") as fh:
+        fh.seek(1 << 20)
+        fh.write(b"\xff" * 16)
+    result = openspec("resume", tid, "--json", env=env, check=True)
+    file = json.loads(result.stdout)["files"][0]
+    assert file["resumed_from"] <= 1 << 20
+    assert dst.read_bytes() == data
+
+
+def test_truncated_partial_resumes_from_what_remains(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env, size=6 << 20, at=3 << 20)
+    (part,) = partials(tmp_path)
+    os.truncate(part, 1 << 20)
+    result = openspec("resume", tid, "--json", env=env, check=True)
+    assert json.loads(result.stdout)["files"][0]["resumed_from"] <= 1 << 20
+    assert dst.read_bytes() == data
+
+
+def test_missing_partial_starts_over(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env)
+    (part,) = partials(tmp_path)
+    part.unlink()
+    assert transfers(env)[0]["state"] == "partial missing"
+    result = openspec("resume", tid, "--json", env=env, check=True)
+    assert json.loads(result.stdout)["files"][0]["resumed_from"] == 0
+    assert dst.read_bytes() == data
+
+
+def test_changed_source_is_refused_then_restart_copies_the_new_one(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env)
+    with open(src, "ab") as fh:
+        fh.write(b"more")
+    assert transfers(env)[0]["state"] == "source changed"
+    refused = openspec("resume", tid, env=env)
+    assert refused.returncode == 3
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(src) in lines[0]
+    assert f"openspec resume --restart {tid}" in lines[0]
+    assert not dst.exists()
+    openspec("resume", "--restart", tid, env=env, check=True)
+    assert dst.read_bytes() == data + b"more"
+
+
+def test_copy_again_after_source_changed_starts_fresh(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst, data, _ = interrupt(tmp_path, env)
+    src.write_bytes(data[::-1])
+    result = openspec("copy", "--json", str(src), str(dst), env=env, check=True)
+    assert json.loads(result.stdout)["files"][0]["resumed_from"] == 0
+    assert dst.read_bytes() == data[::-1]
+    assert partials(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"{", b"[]", b'{"version": 99}', b"\x00\xff" * 10, b'{"version": 1}']
+)
+def test_corrupt_checkpoint_is_reported_with_a_way_forward(
+    tmp_path: Path, env: dict[str, str], garbage: bytes
+) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env)
+    sidecar = Path(env[STATE]) / "transfers" / f"{tid}.json"
+    assert sidecar.exists()
+    sidecar.write_bytes(garbage)
+    proc = openspec("resume", tid, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"openspec resume --discard {tid}" in lines[0]
+    listed = openspec("resume", "--list", env=env, check=True)
+    assert tid in listed.stdout
+    assert "unreadable" in listed.stdout
+    openspec("resume", "--discard", tid, env=env, check=True)
+    assert not sidecar.exists()
+    assert not dst.exists()
+
+
+def test_second_process_cannot_take_a_running_transfer(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    make_source(src, 4 << 20)
+    proc = start("copy", "--limit-rate", "2M", str(src), str(dst), env=env)
+    try:
+        wait_for_progress(env, 1, proc)
+        row = transfers(env)[0]
+        assert str(row["state"]).startswith("running")
+        for args in (("resume", str(row["id"])), ("copy", str(src), str(dst))):
+            other = openspec(*args, env=env)
+            assert other.returncode == 2
+            assert f"transfer {row['id']} is in progress (pid {proc.pid})" in other.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_resume_all_and_discard(tmp_path: Path, env: dict[str, str]) -> None:
+    src, dst, data, tid = interrupt(tmp_path, env)
+    proc = openspec("resume", "--all", "--json", env=env, check=True)
+    assert [f["id"] for f in json.loads(proc.stdout)["files"]] == [tid]
+    assert dst.read_bytes() == data
+    missing = openspec("resume", "deadbeef", env=env)
+    assert missing.returncode == 2
+    assert "deadbeef" in missing.stderr
+
+
+def test_prune_removes_checkpoints_whose_partial_is_gone(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    _, _, _, tid = interrupt(tmp_path, env)
+    (part,) = partials(tmp_path)
+    part.unlink()
+    proc = openspec("resume", "--prune", env=env, check=True)
+    assert tid in proc.stderr
+    assert transfers(env) == []
