@@ -1,0 +1,190 @@
+"""Behaviour of ``openspec cat``: byte-exact streams, quiet broken pipes, ``--hash``, errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import (
+    KIB,
+    MIB,
+    OPENSPEC,
+    assert_one_error_line,
+    invoke,
+    random_bytes,
+    reference_digest,
+    run_openspec,
+    start_openspec,
+    write_random,
+)
+from typer.testing import CliRunner
+
+USAGE = 2
+BROKEN_PIPE = 141
+
+PIECES = {"empty": 0, "tiny": 3, "chunk": 32 * KIB, "trigger": MIB, "above": MIB + 1}
+
+
+def make_pieces(root: Path) -> dict[str, bytes]:
+    return {
+        name: write_random(root / name, size, seed=i)
+        for i, (name, size) in enumerate(PIECES.items())
+    }
+
+
+def hash_line(stderr: bytes) -> str:
+    """The one line ``--hash`` writes on stderr, without the ``openspec: `` prefix if any."""
+    text = stderr.decode()
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0].removeprefix("openspec: ")
+
+
+def tool_stdin_line(tool: str, data: bytes) -> str:
+    """What the real tool prints for ``data`` given on stdin (``<hex>  stdin`` / ``<hex>  -``)."""
+    out = subprocess.run([tool], input=data, capture_output=True, check=True).stdout
+    return out.decode().rstrip("\n")
+
+
+def test_files_and_stdin_are_streamed_byte_exact_in_order(tmp_path: Path) -> None:
+    pieces = make_pieces(tmp_path)
+    stdin_data = random_bytes(300 * KIB, seed=42)
+    args = ["empty", "chunk", "-", "tiny", "above", "trigger", "chunk"]
+
+    result = run_openspec(["cat", *args], cwd=tmp_path, stdin=stdin_data)
+
+    expected = b"".join(stdin_data if a == "-" else pieces[a] for a in args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("args", [[], ["-"]])
+def test_stdin_alone(tmp_path: Path, args: list[str]) -> None:
+    data = random_bytes(2 * MIB + 5, seed=7)
+
+    result = run_openspec(["cat", *args], cwd=tmp_path, stdin=data)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+
+
+def test_reader_going_away_ends_quietly_with_141(tmp_path: Path) -> None:
+    write_random(tmp_path / "big", 6 * MIB)
+    proc = start_openspec(["cat", "big"], cwd=tmp_path)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+
+    head = proc.stdout.read(100)
+    proc.stdout.close()  # like `head -c 100` exiting
+    err = proc.stderr.read()
+    proc.wait(timeout=20)
+
+    assert len(head) == 100
+    assert proc.returncode == BROKEN_PIPE
+    assert err == b""
+
+
+def test_shell_pipeline_into_head(tmp_path: Path) -> None:
+    data = write_random(tmp_path / "big", 6 * MIB)
+    command = " ".join(OPENSPEC) + ' cat big | head -c 100; echo "status=${PIPESTATUS[0]}" >&2'
+
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=20, check=False
+    )
+
+    assert result.stdout == data[:100]
+    assert result.stderr.decode() == f"status={BROKEN_PIPE}\n"
+
+
+@pytest.mark.parametrize(("algo", "tool"), [("xxh128", "xxh128sum"), ("sha256", "sha256sum")])
+def test_hash_prints_the_digest_of_everything_streamed(
+    tmp_path: Path, algo: str, tool: str
+) -> None:
+    pieces = make_pieces(tmp_path)
+    stdin_data = random_bytes(70 * KIB, seed=3)
+    args = ["tiny", "-", "above", "empty", "chunk"]
+    expected = b"".join(stdin_data if a == "-" else pieces[a] for a in args)
+
+    result = run_openspec(["cat", "--hash", "--algo", algo, *args], cwd=tmp_path, stdin=stdin_data)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+    line = hash_line(result.stderr)
+    assert line.split()[0] == reference_digest(expected, algo)
+    assert line == tool_stdin_line(tool, expected)
+
+
+def test_hash_without_an_algorithm_uses_xxh128(tmp_path: Path) -> None:
+    """The README's own example: ``openspec cat --hash big.bin | ...``; xxh128 by default."""
+    data = write_random(tmp_path / "big.bin", MIB + 1)
+
+    result = run_openspec(["cat", "--hash", "big.bin"], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+    assert hash_line(result.stderr) == tool_stdin_line("xxh128sum", data)
+
+
+def test_hash_of_empty_input(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+
+    result = run_openspec(["cat", "--hash", "--algo", "sha256", "empty"], cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert result.stdout == b""
+    assert hash_line(result.stderr) == tool_stdin_line("sha256sum", b"")
+
+
+def test_unknown_hash_algorithm_is_refused(tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+
+    result = run_openspec(["cat", "--hash", "--algo", "nope", "a"], cwd=tmp_path)
+
+    assert result.returncode == USAGE
+    assert b"nope" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_missing_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+
+    result = invoke(runner, ["cat", str(tmp_path / "a"), str(tmp_path / "missing")])
+
+    assert result.exit_code == USAGE
+    line = assert_one_error_line(result.stderr, "missing")
+    assert "No such file or directory" in line
+
+
+def test_directory_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+
+    result = invoke(runner, ["cat", str(tmp_path / "dir")])
+
+    assert result.exit_code == USAGE
+    assert "directory" in assert_one_error_line(result.stderr, "dir")
+
+
+def test_missing_file_in_a_real_process(tmp_path: Path) -> None:
+    result = run_openspec(["cat", "missing"], cwd=tmp_path)
+
+    assert result.returncode == USAGE
+    assert_one_error_line(result.stderr.decode(), "missing")
+    assert result.stdout == b""
+
+
+def test_no_escape_codes_on_stderr_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    data = write_random(tmp_path / "big", 3 * MIB)
+
+    results = [
+        run_openspec(["cat", "big"], cwd=tmp_path),
+        run_openspec(["cat", "--hash", "big"], cwd=tmp_path),
+        run_openspec(["cat", "--limit-rate", "64M", "big", "missing"], cwd=tmp_path),
+    ]
+
+    assert results[0].stdout == data
+    for result in results:
+        assert b"\x1b" not in result.stderr
+        assert b"\r" not in result.stderr

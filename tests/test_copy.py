@@ -1,0 +1,610 @@
+"""Behaviour of ``openspec copy``: cp semantics, refusals, digests, ``--json``, safety mid-copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    BOUNDARY_SIZES,
+    KIB,
+    MIB,
+    assert_one_error_line,
+    assert_refused,
+    invoke,
+    partial_bytes,
+    partials,
+    random_bytes,
+    reference_digest,
+    run_openspec,
+    snapshot,
+    start_openspec,
+    wait_for,
+    write_random,
+    xxh128_hex,
+)
+from typer.testing import CliRunner
+
+USAGE = 2
+IO_ERROR = 3
+
+
+def copy_json(runner: CliRunner, *args: str) -> dict[str, Any]:
+    """Run ``copy --json ARGS``, require success and return the parsed summary."""
+    result = invoke(runner, ["copy", "--json", *args])
+    assert result.exit_code == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def expected_first_chunk(size: int) -> int:
+    """The design record's size classes, as the README documents them."""
+    if size < MIB:
+        return 32 * KIB
+    if size < 10 * MIB:
+        return 64 * KIB
+    return 128 * KIB
+
+
+def real_tool_digest(tool: str, path: Path) -> str:
+    """The digest the real ``xxh128sum``/``sha256sum`` prints for ``path``."""
+    out = subprocess.run([tool, str(path)], capture_output=True, check=True).stdout
+    return out.decode().split()[0]
+
+
+# ---------------------------------------------------------------------------- copies that work
+
+
+@pytest.mark.parametrize("size", BOUNDARY_SIZES)
+def test_copy_to_new_name_is_byte_exact(runner: CliRunner, tmp_path: Path, size: int) -> None:
+    src, dest = tmp_path / "src.bin", tmp_path / "dest.bin"
+    data = write_random(src, size, seed=size)
+
+    summary = copy_json(runner, str(src), str(dest))
+
+    assert dest.read_bytes() == data
+    assert src.read_bytes() == data
+    (entry,) = summary["files"]
+    assert entry["bytes"] == size
+    assert entry["digest"] == xxh128_hex(data)
+    assert entry["chunk_sizes"][0] == expected_first_chunk(size)
+    assert partials(tmp_path) == []
+
+
+def test_copy_into_existing_directory(runner: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "a.bin"
+    data = write_random(src, 100 * KIB)
+    (tmp_path / "out").mkdir()
+
+    result = invoke(runner, ["copy", str(src), str(tmp_path / "out")])
+
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "a.bin").read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bin"]
+
+
+def test_copy_several_sources_into_directory(runner: CliRunner, tmp_path: Path) -> None:
+    sizes = {"empty": 0, "small": 5, "chunk": 32 * KIB, "big": MIB + 1}
+    datas = {
+        name: write_random(tmp_path / name, size, seed=i)
+        for i, (name, size) in enumerate(sizes.items())
+    }
+    out = tmp_path / "out"
+    out.mkdir()
+
+    summary = copy_json(runner, *(str(tmp_path / n) for n in sizes), str(out))
+
+    for name, data in datas.items():
+        assert (out / name).read_bytes() == data
+    assert [Path(f["dest"]).name for f in summary["files"]] == list(sizes)
+    assert summary["totals"]["files"] == len(sizes)
+    assert summary["totals"]["bytes"] == sum(sizes.values())
+    assert partials(tmp_path) == []
+
+
+def test_overwrites_an_existing_file(runner: CliRunner, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    data = write_random(src, MIB + 1, seed=1)
+    src.chmod(0o640)
+    write_random(dest, 3 * MIB, seed=2)
+    dest.chmod(0o600)
+
+    result = invoke(runner, ["copy", str(src), str(dest)])
+
+    assert result.exit_code == 0, result.stderr
+    assert dest.read_bytes() == data
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
+    assert partials(tmp_path) == []
+
+
+def test_no_clobber_skips_existing_and_copies_the_rest(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"new a")
+    b_data = write_random(tmp_path / "b", 40 * KIB)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_bytes(b"old a")
+    os.utime(out / "a", ns=(1_000_000_000, 1_000_000_000))
+    before = (out / "a").stat()
+
+    result = invoke(runner, ["copy", "-n", str(tmp_path / "a"), str(tmp_path / "b"), str(out)])
+
+    assert result.exit_code == 0, result.stderr
+    assert (out / "a").read_bytes() == b"old a"
+    after = (out / "a").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (out / "b").read_bytes() == b_data
+    assert partials(tmp_path) == []
+
+
+def test_mode_and_mtime_are_preserved(runner: CliRunner, tmp_path: Path) -> None:
+    for mode, size in ((0o640, 10), (0o751, MIB + 1), (0o400, 0)):
+        src, dest = tmp_path / f"src{mode:o}", tmp_path / f"dest{mode:o}"
+        write_random(src, size)
+        mtime_ns = 1_234_567_890_123_456_789
+        os.utime(src, ns=(1_111_111_111_000_000_001, mtime_ns))
+        src.chmod(mode)
+
+        result = invoke(runner, ["copy", str(src), str(dest)])
+
+        assert result.exit_code == 0, result.stderr
+        st = dest.stat()
+        assert stat.S_IMODE(st.st_mode) == mode
+        assert st.st_mtime_ns == mtime_ns
+
+
+def test_verify_passes_and_is_reported(runner: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    data = write_random(src, 2 * MIB + 3)
+
+    summary = copy_json(runner, "--verify", str(src), str(tmp_path / "d1"))
+    plain = invoke(runner, ["copy", "--verify", str(src), str(tmp_path / "d2")])
+
+    assert summary["files"][0]["verified"] is True
+    assert plain.exit_code == 0
+    assert "verified" in plain.stderr
+    assert (tmp_path / "d1").read_bytes() == data
+    assert (tmp_path / "d2").read_bytes() == data
+
+
+# ---------------------------------------------------------------------------- trees
+
+
+def make_tree(root: Path) -> None:
+    """Nested directories, an empty one, symlinks (relative, upward, dangling), odd modes."""
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / "empty").mkdir()
+    write_random(root / "top.bin", 40 * KIB, seed=1)
+    write_random(root / "run.sh", 7, seed=2)
+    write_random(root / "sub" / "deep" / "big.bin", MIB + 1, seed=3)
+    (root / "sub" / "deep" / "zero").write_bytes(b"")
+    (root / "link").symlink_to("top.bin")
+    (root / "sub" / "uplink").symlink_to("../top.bin")
+    (root / "dangling").symlink_to("does-not-exist")
+    (root / "top.bin").chmod(0o640)
+    (root / "run.sh").chmod(0o755)
+    for i, path in enumerate(sorted(root.rglob("*"))):
+        if not path.is_symlink() and path.is_file():
+            os.utime(path, ns=(1_500_000_000_000_000_000 + i, 1_600_000_000_000_000_123 + i))
+
+
+def assert_same_tree(src: Path, dest: Path) -> None:
+    want, got = snapshot(src), snapshot(dest)
+    assert sorted(got) == sorted(want)
+    for rel, (kind, mode, mtime_ns, content) in want.items():
+        g_kind, g_mode, g_mtime_ns, g_content = got[rel]
+        assert g_kind == kind, rel
+        assert g_content == content, rel
+        if kind == "file":
+            assert g_mode == mode, rel
+            assert g_mtime_ns == mtime_ns, rel
+
+
+def test_recursive_copy_to_new_name(runner: CliRunner, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "out")])
+
+    assert result.exit_code == 0, result.stderr
+    assert_same_tree(tmp_path / "src", tmp_path / "out")
+    assert (tmp_path / "out" / "link").is_symlink()
+    assert os.readlink(tmp_path / "out" / "link") == "top.bin"
+    assert os.readlink(tmp_path / "out" / "dangling") == "does-not-exist"
+    assert (tmp_path / "out" / "empty").is_dir()
+    assert partials(tmp_path) == []
+
+
+def test_recursive_copy_into_existing_directory(runner: CliRunner, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    (tmp_path / "backup").mkdir()
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "backup")])
+
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["src"]
+    assert_same_tree(tmp_path / "src", tmp_path / "backup" / "src")
+
+
+def test_recursive_copy_writes_sums_for_every_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_tree(Path("src"))
+
+    result = invoke(runner, ["copy", "-r", "--sums", "SUMS", "src", "out"])
+
+    assert result.exit_code == 0, result.stderr
+    check = subprocess.run(["xxh128sum", "-c", "SUMS"], capture_output=True, check=False)
+    assert check.returncode == 0, check
+    checked = {line.split(": ")[0] for line in check.stdout.decode().splitlines()}
+    files = {str(p) for p in Path("out").rglob("*") if p.is_file() and not p.is_symlink()}
+    assert checked == files
+
+
+# ---------------------------------------------------------------------------- sums and JSON
+
+
+@pytest.mark.parametrize(("algo", "tool"), [(None, "xxh128sum"), ("sha256", "sha256sum")])
+def test_sums_file_is_accepted_by_the_real_tool(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    algo: str | None,
+    tool: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = ["empty", "one", "with space.bin", "big"]
+    for i, (name, size) in enumerate(zip(names, [0, 1, 32 * KIB, MIB + 1], strict=True)):
+        write_random(Path(name), size, seed=i)
+    Path("out").mkdir()
+    algo_args = ["--algo", algo] if algo else []
+
+    result = invoke(runner, ["copy", *algo_args, "--sums", "SUMS", *names, "out"])
+
+    assert result.exit_code == 0, result.stderr
+    lines = Path("SUMS").read_text().splitlines()
+    assert len(lines) == len(names)
+    check = subprocess.run([tool, "-c", "SUMS"], capture_output=True, check=False)
+    assert check.returncode == 0, check
+    assert check.stdout.decode().splitlines() == [f"out/{name}: OK" for name in names]
+    for line, name in zip(lines, names, strict=True):
+        data = Path(name).read_bytes()
+        assert line == f"{reference_digest(data, algo or 'xxh128')}  out/{name}"
+
+
+def test_json_summary_schema(runner: CliRunner, tmp_path: Path) -> None:
+    sizes = {"a": 0, "b": 32 * KIB, "c": MIB + 1}
+    for i, (name, size) in enumerate(sizes.items()):
+        write_random(tmp_path / name, size, seed=i)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    result = invoke(runner, ["copy", "--json", *(str(tmp_path / n) for n in sizes), str(out)])
+
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    summary = json.loads(result.stdout)
+    assert summary["version"] == 1
+    assert summary["command"] == "copy"
+    assert len(summary["files"]) == len(sizes)
+    for entry, (name, size) in zip(summary["files"], sizes.items(), strict=True):
+        assert entry["source"] == str(tmp_path / name)
+        assert entry["dest"] == str(out / name)
+        assert entry["bytes"] == size
+        assert entry["algo"] == "xxh128"
+        assert entry["digest"] == real_tool_digest("xxh128sum", out / name)
+        assert entry["digest"] == xxh128_hex((tmp_path / name).read_bytes())
+        assert isinstance(entry["seconds"], (int, float))
+        assert entry["seconds"] >= 0
+        assert isinstance(entry["throughput_bps"], int)
+        assert entry["throughput_bps"] >= 0
+        chunks = entry["chunk_sizes"]
+        assert chunks
+        assert all(isinstance(c, int) and 32 * KIB <= c <= MIB for c in chunks)
+        assert chunks[0] == expected_first_chunk(size)
+    totals = summary["totals"]
+    assert totals["files"] == len(sizes)
+    assert totals["skipped"] == 0
+    assert totals["bytes"] == sum(sizes.values())
+    assert totals["seconds"] >= 0
+    assert totals["throughput_bps"] >= 0
+
+
+def test_json_reports_skipped_files(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a").write_bytes(b"keep")
+
+    summary = copy_json(runner, "-n", str(tmp_path / "a"), str(tmp_path / "out"))
+
+    assert summary["files"][0]["skipped"] is True
+    assert summary["totals"]["files"] == 0
+    assert summary["totals"]["skipped"] == 1
+    assert (tmp_path / "out" / "a").read_bytes() == b"keep"
+
+
+def test_long_destination_name_that_the_filesystem_allows(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """cp copies to any legal name (up to NAME_MAX); the partial's longer name must not fail."""
+    src = tmp_path / "src"
+    data = write_random(src, 1000)
+    dest = tmp_path / ("n" * 250)
+
+    result = invoke(runner, ["copy", str(src), str(dest)])
+
+    assert result.exit_code == 0, result.stderr
+    assert dest.read_bytes() == data
+    assert partials(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_several_sources_to_a_non_directory_are_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+    write_random(tmp_path / "b", 10, seed=1)
+    write_random(tmp_path / "target", 10, seed=2)
+    before = snapshot(tmp_path)
+
+    for target in ("target", "missing"):
+        result = invoke(
+            runner, ["copy", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / target)]
+        )
+        line = assert_refused(result, USAGE, tmp_path, before, target)
+        assert "not a directory" in line
+
+
+def test_directory_without_r_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "src"), str(tmp_path / "out")])
+
+    line = assert_refused(result, USAGE, tmp_path, before, "src")
+    assert "-r" in line
+
+
+@pytest.mark.parametrize("dest", ["src", "src/sub/inside", "src/sub"])
+def test_copying_a_directory_into_itself_is_refused(
+    runner: CliRunner, tmp_path: Path, dest: str
+) -> None:
+    make_tree(tmp_path / "src")
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / dest)])
+
+    line = assert_refused(result, USAGE, tmp_path, before, str(tmp_path / "src"))
+    assert "itself" in line
+
+
+@pytest.mark.parametrize("how", ["same path", "hard link", "symlink as dest", "symlink as src"])
+def test_same_file_is_refused_and_untouched(runner: CliRunner, tmp_path: Path, how: str) -> None:
+    data = write_random(tmp_path / "data", MIB + 1)
+    src, dest = tmp_path / "data", tmp_path / "data"
+    if how == "hard link":
+        dest = tmp_path / "hard"
+        os.link(src, dest)
+    elif how == "symlink as dest":
+        dest = tmp_path / "sym"
+        dest.symlink_to("data")
+    elif how == "symlink as src":
+        src = tmp_path / "sym"
+        src.symlink_to("data")
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(src), str(dest)])
+
+    line = assert_refused(result, USAGE, tmp_path, before, str(src), str(dest))
+    assert "same file" in line
+    assert (tmp_path / "data").read_bytes() == data
+
+
+def test_same_file_via_its_own_directory_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    data = write_random(tmp_path / "dir" / "f", 100)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "dir" / "f"), str(tmp_path / "dir")])
+
+    assert "same file" in assert_refused(result, USAGE, tmp_path, before, "f")
+    assert (tmp_path / "dir" / "f").read_bytes() == data
+
+
+def test_missing_source_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "nope"), str(tmp_path / "dest")])
+
+    line = assert_refused(result, USAGE, tmp_path, before, "nope")
+    assert "No such file or directory" in line
+
+
+def test_missing_source_among_several_copies_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", MIB + 1)
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path)
+
+    result = invoke(
+        runner, ["copy", str(tmp_path / "a"), str(tmp_path / "nope"), str(tmp_path / "out")]
+    )
+
+    assert_refused(result, USAGE, tmp_path, before, "nope")
+
+
+def test_fifo_source_is_refused_without_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "tree").mkdir()
+    os.mkfifo(tmp_path / "tree" / "fifo")
+    before = snapshot(tmp_path)
+
+    single = run_openspec(["copy", "fifo", "out"], cwd=tmp_path, timeout=15)
+    tree = run_openspec(["copy", "-r", "tree", "tree-copy"], cwd=tmp_path, timeout=15)
+
+    assert "FIFO" in assert_refused(single, USAGE, tmp_path, before, "fifo")
+    assert "FIFO" in assert_refused(tree, USAGE, tmp_path, before, "tree/fifo")
+
+
+def test_destination_parent_missing_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "a"), str(tmp_path / "no" / "b")])
+
+    assert_refused(result, USAGE, tmp_path, before, "no/b")
+
+
+def test_recursive_destination_parent_missing_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    """Like ``cp -r src no/out``: the missing parent is not created, nothing is copied."""
+    make_tree(tmp_path / "src")
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "no" / "out")])
+
+    assert_refused(result, USAGE, tmp_path, before, "no/out")
+
+
+@pytest.mark.parametrize("dest", ["file/b", "file/"])
+def test_a_file_where_a_directory_is_needed_is_refused(
+    runner: CliRunner, tmp_path: Path, dest: str
+) -> None:
+    write_random(tmp_path / "a", 10)
+    write_random(tmp_path / "file", 10, seed=1)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "a"), str(tmp_path) + "/" + dest])
+
+    line = assert_refused(result, USAGE, tmp_path, before, dest)
+    assert "Not a directory" in line
+
+
+def test_a_directory_in_the_way_of_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 10)
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", str(tmp_path / "a"), str(tmp_path / "out")])
+
+    assert "directory" in assert_refused(result, USAGE, tmp_path, before, "out/a")
+
+
+def test_a_tree_onto_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    write_random(tmp_path / "file", 10)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "file")])
+
+    assert_refused(result, USAGE, tmp_path, before, "file", "src")
+
+
+def test_unreadable_source_is_refused(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    write_random(tmp_path / "secret", 100)
+    (tmp_path / "secret").chmod(0)
+    before = snapshot(tmp_path)
+
+    result = run_openspec(["copy", "secret", "out"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    assert "Permission denied" in assert_refused(result, USAGE, tmp_path, before, "secret")
+
+
+def test_unreadable_file_inside_a_tree_is_refused(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    make_tree(tmp_path / "src")
+    (tmp_path / "src" / "sub" / "deep" / "big.bin").chmod(0)
+    before = snapshot(tmp_path)
+
+    result = run_openspec(["copy", "-r", "src", "out"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    assert_refused(result, USAGE, tmp_path, before, "big.bin")
+
+
+def test_unwritable_destination_directory_is_refused(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    write_random(tmp_path / "a", MIB + 1)
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    before = snapshot(tmp_path)
+
+    result = run_openspec(["copy", "a", "ro"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    assert "Permission denied" in assert_refused(result, USAGE, tmp_path, before, "ro")
+
+
+# ---------------------------------------------------------------------------- while a copy runs
+
+
+def test_final_name_never_exists_while_copy_is_in_progress(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+) -> None:
+    data = write_random(tmp_path / "src", 3 * MIB)
+    dest = tmp_path / "dest"
+    proc = start_openspec(["copy", "--limit-rate", "2M", "src", "dest"], cwd=tmp_path)
+    background.append(proc)
+
+    seen_partial_without_dest = False
+    while proc.poll() is None:
+        dest_exists = dest.exists()  # first the final name, then the partials: see below
+        parts = partials(tmp_path)
+        if dest_exists:
+            # The rename had happened when we looked, so the partial is gone and dest complete.
+            assert parts == []
+            assert dest.read_bytes() == data
+        elif parts:
+            seen_partial_without_dest = True
+            assert len(parts) == 1
+            assert parts[0].parent == tmp_path
+            assert parts[0].name.startswith(".dest.")
+        time.sleep(0.02)
+
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else None
+    assert seen_partial_without_dest
+    assert dest.read_bytes() == data
+    assert partials(tmp_path) == []
+
+
+def test_limit_rate_paces_the_copy(runner: CliRunner, tmp_path: Path) -> None:
+    data = write_random(tmp_path / "src", 2 * MIB)
+
+    started = time.monotonic()
+    result = invoke(
+        runner, ["copy", "--limit-rate", "1M", str(tmp_path / "src"), str(tmp_path / "dest")]
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 0, result.stderr
+    assert elapsed >= 1.5
+    assert (tmp_path / "dest").read_bytes() == data
+
+
+def test_source_that_changes_while_copied_is_refused(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+) -> None:
+    src = tmp_path / "src"
+    write_random(src, 3 * MIB)
+    proc = start_openspec(["copy", "--limit-rate", "2M", "src", "dest"], cwd=tmp_path)
+    background.append(proc)
+    wait_for(
+        lambda: partial_bytes(tmp_path) > 0 or proc.poll() is not None,
+        what="the copy to start writing",
+    )
+    with src.open("ab") as fh:
+        fh.write(random_bytes(10, seed=99))
+
+    _, err = proc.communicate(timeout=20)
+
+    assert proc.returncode == IO_ERROR, err
+    line = assert_one_error_line(err.decode(), "src", after_start=True)
+    assert "changed" in line
+    assert not (tmp_path / "dest").exists()
+    assert partials(tmp_path) == []
