@@ -431,8 +431,9 @@ def cat(
                 files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate), observer
             )
         if result.digest is not None and result.algo is not None:
+            # A bare sum line (no "openspec:" prefix), so `2> SUMS` gives a usable sum file.
             name = hashing.display_name_for_stdin(result.algo)
-            _say(hashing.format_sum_line(result.algo, result.digest, name))
+            sys.stderr.write(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
 
 
 # ---------------------------------------------------------------------------- verify

@@ -155,6 +155,9 @@ class Pump:
     commit_every: int = 0
     on_commit: CommitHook | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    #: On an interrupt, how long to wait for a write already in progress; None waits for it
+    #: (a file: its fd must not be closed under it), a number suits a pipe whose reader stalled.
+    abandon_wait: float | None = None
     _chunks: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -163,9 +166,14 @@ class Pump:
         self.stats.chunk_size = self.sizer.size
 
     def run(self) -> int:
-        """Move everything until EOF; threaded unless the stream is small or has no consumer."""
+        """Move everything until EOF.
+
+        A second thread pays off only when there is writing to overlap with reading and
+        hashing (a 1 GiB copy: 0.30 s threaded vs 0.55 s inline). Hashing alone is faster
+        inline (0.20 s vs 0.28 s for 1 GiB: the hand-off costs more than the overlap gains).
+        """
         small = self.stats.total is not None and self.stats.total < STREAMING_TRIGGER
-        if small or (self.sink is None and self.hasher is None):
+        if small or self.sink is None:
             return self._run_inline()
         return self._run_threaded()
 
@@ -185,6 +193,9 @@ class Pump:
         size = self.sizer.record(n)
         if size != stats.chunk_size:
             stats.chunk_size = size
+
+    def _throttle(self, n: int) -> None:
+        """Pace on the reading thread, where a Ctrl-C interrupts the sleep at once."""
         if self.limiter is not None:
             self.limiter.throttle(n)
 
@@ -195,6 +206,7 @@ class Pump:
             n = self._read(buf)
             if not n:
                 break
+            self._throttle(n)
             view = buf[:n]
             if self.hasher is not None:
                 self.hasher.update(view)
@@ -207,13 +219,14 @@ class Pump:
         return self.stats.done
 
     def _run_threaded(self) -> int:
+        """Read and hash on this thread (cheaper than writing); write on a second one."""
         assert self.sizer is not None
+        assert self.sink is not None
+        sink = self.sink
         pool = BufferPool(self.pool_size, buffer_size_for(self.stats.total, self.sizer.ceiling))
-        # With a sink, the reader also hashes (read+hash is cheaper than write); without one,
-        # hashing is the consumer's whole job so reading and hashing overlap.
-        hash_in_reader = self.sink is not None
         full: queue.SimpleQueue[tuple[memoryview, int, Hasher | None] | None] = queue.SimpleQueue()
         failure: list[BaseException] = []
+        abandon = threading.Event()
 
         def consume() -> None:
             while True:
@@ -221,14 +234,9 @@ class Pump:
                 if item is None:
                     return
                 buf, n, snap = item
-                if not failure:
+                if not failure and not abandon.is_set():
                     try:
-                        view = buf[:n]
-                        if not hash_in_reader and self.hasher is not None:
-                            self.hasher.update(view)
-                            snap = self._snapshot()
-                        if self.sink is not None:
-                            self.sink(view)
+                        sink(buf[:n])
                         self._account(n)
                         self._commit(snap)
                     except BaseException as exc:  # handed to the reader thread, re-raised there
@@ -244,14 +252,16 @@ class Pump:
                 if not n:
                     pool.give(buf)
                     break
-                snap = None
-                if hash_in_reader and self.hasher is not None:
+                self._throttle(n)
+                if self.hasher is not None:
                     self.hasher.update(buf[:n])
-                    snap = self._snapshot()
-                full.put((buf, n, snap))
+                full.put((buf, n, self._snapshot()))
+        except BaseException:
+            abandon.set()  # an interrupt: drop what is queued rather than write it first
+            raise
         finally:
             full.put(None)
-            worker.join()
+            worker.join(self.abandon_wait if abandon.is_set() else None)
         if failure:
             raise failure[0]
         self._finish()

@@ -21,10 +21,19 @@ class Step:
 
 
 def _lstat(path: str) -> os.stat_result | None:
+    """The entry at ``path``, or None when there is none (also when a parent is not a dir)."""
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _missing_parent(target: str) -> str | None:
+    """Why ``target`` cannot be created in its parent directory, or None if it can."""
+    parent = os.path.dirname(target.rstrip(os.sep)) or "."
+    if os.path.isdir(parent):
+        return None
+    return "Not a directory" if os.path.exists(parent) else "No such file or directory"
 
 
 def _stat_source(path: str) -> os.stat_result:
@@ -54,8 +63,10 @@ def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[St
     dest_is_dir = dest_st is not None and os.path.isdir(dest)
     if len(sources) > 1 and not dest_is_dir:
         raise UsageError(f"target '{dest}' is not a directory")
-    if dest_st is None and dest.endswith(os.sep):
-        raise UsageError(f"cannot create '{dest}': No such file or directory")
+    if dest.endswith(os.sep) and not dest_is_dir:
+        exists = os.path.lexists(dest.rstrip(os.sep))
+        reason = "Not a directory" if exists else "No such file or directory"
+        raise UsageError(f"cannot create '{dest}': {reason}")
     steps: list[Step] = []
     for src in sources:
         name = os.path.basename(os.path.normpath(src))
@@ -75,6 +86,9 @@ def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
         target_st = _lstat(target)
         if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
             raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
+        reason = _missing_parent(target) if target_st is None else None
+        if reason:
+            raise UsageError(f"cannot create directory '{target}': {reason}")
         return list(_walk_tree(src, target))
     _check_file_target(src, st, target)
     return [Step("file", src, target)]
@@ -90,9 +104,10 @@ def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
         with contextlib.suppress(OSError):
             if os.path.samestat(st, os.stat(target)):
                 raise UsageError(f"'{src}' and '{target}' are the same file")
+    reason = _missing_parent(target)
+    if reason:
+        raise UsageError(f"cannot create regular file '{target}': {reason}")
     parent = os.path.dirname(target) or "."
-    if not os.path.isdir(parent):
-        raise UsageError(f"cannot create regular file '{target}': No such file or directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot create regular file '{target}': Permission denied")
     if not os.access(src, os.R_OK):

@@ -29,6 +29,8 @@ from openspec_cli.errors import (
 )
 
 STDIN = "-"
+#: After Ctrl-C, how long cat waits for a write into a stalled pipe before leaving it behind.
+PIPE_ABANDON_WAIT = 0.2
 
 
 def enlarge_pipe(fd: int, size: int = MAX_CHUNK) -> None:
@@ -113,7 +115,14 @@ def cat(
             observer.stream_started(stats)
             try:
                 if hasher is not None or not splice_stream(fd, out_fd, stats, limiter):
-                    Pump(fd, stats, hasher=hasher, sink=sink, limiter=limiter).run()
+                    Pump(
+                        fd,
+                        stats,
+                        hasher=hasher,
+                        sink=sink,
+                        limiter=limiter,
+                        abandon_wait=PIPE_ABANDON_WAIT,
+                    ).run()
             except BrokenPipeError as err:
                 raise BrokenPipe("output closed") from err
             except OSError as err:
@@ -227,6 +236,9 @@ def compare_trees(left: str, right: str) -> list[Difference]:
         if lkind != rkind:
             reason = f"'{rel}' is {lkind} on the left and {rkind} on the right"
             diffs.append(Difference(lp, rp, None, reason))
+        elif lkind == "a symlink" and os.readlink(lp) != os.readlink(rp):
+            reason = f"symlink '{rel}' points to '{os.readlink(lp)}' and '{os.readlink(rp)}'"
+            diffs.append(Difference(lp, rp, None, reason))
         elif lkind == "a file":
             diff = compare_files(lp, rp)
             if diff is not None:
@@ -235,13 +247,23 @@ def compare_trees(left: str, right: str) -> list[Difference]:
 
 
 def _kind(path: str) -> str:
-    if os.path.islink(path):
-        return "a symlink"
-    if os.path.isdir(path):
-        return "a directory"
-    if os.path.exists(path):
-        return "a file"
-    return "missing"
+    """What is at ``path``, without following symlinks or opening it (a FIFO would block)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    for test, name in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def _tree_entries(root: str) -> set[str]:
