@@ -36,10 +36,12 @@ _openspec() {
             'openspec resume') node='openspec resume' ;;
             'openspec cat') node='openspec cat' ;;
             'openspec verify') node='openspec verify' ;;
-            'openspec copy -a'|'openspec copy --algo'|'openspec copy --sums'|'openspec copy --checkpoint-every'|'openspec copy -L'|'openspec copy --limit-rate') pending=$word ;;
-            'openspec resume --discard'|'openspec resume --older-than'|'openspec resume -L'|'openspec resume --limit-rate') pending=$word ;;
-            'openspec cat -a'|'openspec cat --algo'|'openspec cat -L'|'openspec cat --limit-rate') pending=$word ;;
-            'openspec verify -a'|'openspec verify --algo'|'openspec verify --against'|'openspec verify -L'|'openspec verify --limit-rate') pending=$word ;;
+            'openspec bench') node='openspec bench' ;;
+            'openspec copy -a'|'openspec copy --algo'|'openspec copy --sums'|'openspec copy --checkpoint-every'|'openspec copy -j'|'openspec copy --jobs'|'openspec copy --max-memory'|'openspec copy -L'|'openspec copy --limit-rate'|'openspec copy --progress') pending=$word ;;
+            'openspec resume --discard'|'openspec resume --older-than'|'openspec resume -L'|'openspec resume --limit-rate'|'openspec resume --progress') pending=$word ;;
+            'openspec cat -a'|'openspec cat --algo'|'openspec cat -L'|'openspec cat --limit-rate'|'openspec cat --progress') pending=$word ;;
+            'openspec verify -a'|'openspec verify --algo'|'openspec verify --against'|'openspec verify -L'|'openspec verify --limit-rate'|'openspec verify --progress') pending=$word ;;
+            'openspec bench --sizes'|'openspec bench --concurrency'|'openspec bench --dir'|'openspec bench --json'|'openspec bench --baseline'|'openspec bench --max-regression') pending=$word ;;
         esac
     done
     if [[ -n $pending ]]; then
@@ -49,21 +51,25 @@ _openspec() {
             'openspec cat -a'|'openspec cat --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
             'openspec verify -a'|'openspec verify --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
             'openspec verify --against') _openspec_reply_files "$cur" ;;
+            'openspec bench --dir') _openspec_reply_files "$cur" ;;
+            'openspec bench --json') _openspec_reply_files "$cur" ;;
+            'openspec bench --baseline') _openspec_reply_files "$cur" ;;
         esac
         return 0
     fi
     if [[ $cur == -* ]]; then
         case $node in
         openspec) _openspec_reply_words '--version --debug --help -V -h' "$cur" ;;
-        'openspec copy') _openspec_reply_words '--recursive --no-clobber --verify --algo --sums --no-fsync --restart --checkpoint-every --limit-rate --json --quiet --help -r -R -n -a -L -q -h' "$cur" ;;
-        'openspec resume') _openspec_reply_words '--list --all --restart --discard --prune --older-than --limit-rate --json --quiet --help -l -L -q -h' "$cur" ;;
-        'openspec cat') _openspec_reply_words '--hash --algo --limit-rate --quiet --help -a -L -q -h' "$cur" ;;
-        'openspec verify') _openspec_reply_words '--check --algo --tag --against --recursive --quiet --status --strict --ignore-missing --warn --limit-rate --help -c -a -r -R -w -L -h' "$cur" ;;
+        'openspec copy') _openspec_reply_words '--recursive --no-clobber --verify --algo --sums --no-fsync --restart --checkpoint-every --jobs --max-memory --no-cache --limit-rate --json --progress --quiet --help -r -R -n -a -j -L -q -h' "$cur" ;;
+        'openspec resume') _openspec_reply_words '--list --all --restart --discard --prune --older-than --limit-rate --progress --json --quiet --help -l -L -q -h' "$cur" ;;
+        'openspec cat') _openspec_reply_words '--hash --algo --limit-rate --progress --quiet --help -a -L -q -h' "$cur" ;;
+        'openspec verify') _openspec_reply_words '--check --algo --tag --against --recursive --quiet --status --strict --ignore-missing --warn --limit-rate --progress --help -c -a -r -R -w -L -h' "$cur" ;;
+        'openspec bench') _openspec_reply_words '--quick --sizes --concurrency --dir --json --baseline --max-regression --help -h' "$cur" ;;
         esac
         return 0
     fi
     case $node in
-        openspec) _openspec_reply_words 'copy resume cat verify' "$cur" ;;
+        openspec) _openspec_reply_words 'copy resume cat verify bench' "$cur" ;;
         'openspec copy') _openspec_reply_files "$cur" ;;
         'openspec resume') _openspec_reply_files "$cur" ;;
         'openspec cat') _openspec_reply_files "$cur" ;;

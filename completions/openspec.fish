@@ -19,13 +19,17 @@ function __openspec_node --description 'Print the openspec command being complet
                 set node 'openspec cat'
             case 'openspec verify'
                 set node 'openspec verify'
-            case 'openspec copy -a' 'openspec copy --algo' 'openspec copy --sums' 'openspec copy --checkpoint-every' 'openspec copy -L' 'openspec copy --limit-rate'
+            case 'openspec bench'
+                set node 'openspec bench'
+            case 'openspec copy -a' 'openspec copy --algo' 'openspec copy --sums' 'openspec copy --checkpoint-every' 'openspec copy -j' 'openspec copy --jobs' 'openspec copy --max-memory' 'openspec copy -L' 'openspec copy --limit-rate' 'openspec copy --progress'
                 set skip 1
-            case 'openspec resume --discard' 'openspec resume --older-than' 'openspec resume -L' 'openspec resume --limit-rate'
+            case 'openspec resume --discard' 'openspec resume --older-than' 'openspec resume -L' 'openspec resume --limit-rate' 'openspec resume --progress'
                 set skip 1
-            case 'openspec cat -a' 'openspec cat --algo' 'openspec cat -L' 'openspec cat --limit-rate'
+            case 'openspec cat -a' 'openspec cat --algo' 'openspec cat -L' 'openspec cat --limit-rate' 'openspec cat --progress'
                 set skip 1
-            case 'openspec verify -a' 'openspec verify --algo' 'openspec verify --against' 'openspec verify -L' 'openspec verify --limit-rate'
+            case 'openspec verify -a' 'openspec verify --algo' 'openspec verify --against' 'openspec verify -L' 'openspec verify --limit-rate' 'openspec verify --progress'
+                set skip 1
+            case 'openspec bench --sizes' 'openspec bench --concurrency' 'openspec bench --dir' 'openspec bench --json' 'openspec bench --baseline' 'openspec bench --max-regression'
                 set skip 1
         end
     end
@@ -44,6 +48,7 @@ complete -c openspec -n "__openspec_at 'openspec'" -a 'copy' -d 'Copy files like
 complete -c openspec -n "__openspec_at 'openspec'" -a 'resume' -d 'List interrupted transfers, or resume one from its last verified checkpoint'
 complete -c openspec -n "__openspec_at 'openspec'" -a 'cat' -d 'Stream files to stdout for pipelines, with a pv-like panel on a terminal\'s stderr'
 complete -c openspec -n "__openspec_at 'openspec'" -a 'verify' -d 'Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees'
+complete -c openspec -n "__openspec_at 'openspec'" -a 'bench' -d 'Measure copy speed, latency, memory and recovery here; PASS/FAIL vs the design targets'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s r -s R -l recursive -d 'Copy directories and their contents'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s n -l no-clobber -d 'Skip files that already exist'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l verify -d 'Re-read the written data and compare'
@@ -52,8 +57,12 @@ complete -c openspec -n "__openspec_at 'openspec copy'" -l sums -r -F -d 'Append
 complete -c openspec -n "__openspec_at 'openspec copy'" -l no-fsync -d 'Skip fsync (faster, not crash-safe)'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l restart -d 'Start over instead of resuming an interrupted copy'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l checkpoint-every -x -d 'Record a resumable checkpoint every N chunks'
+complete -c openspec -n "__openspec_at 'openspec copy'" -s j -l jobs -x -d 'Copy up to N files at once'
+complete -c openspec -n "__openspec_at 'openspec copy'" -l max-memory -x -d 'Memory ceiling for the operation (default 50M, less if scarce)'
+complete -c openspec -n "__openspec_at 'openspec copy'" -l no-cache -d 'Drop copied data from the page cache as it goes'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s (e.g. 20M); binary units like pv -L'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l json -d 'Print a JSON summary on stdout'
+complete -c openspec -n "__openspec_at 'openspec copy'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec copy'" -F
@@ -64,6 +73,7 @@ complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -d 'Remo
 complete -c openspec -n "__openspec_at 'openspec resume'" -l prune -d 'Remove orphaned checkpoints and partial files'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l older-than -x -d 'With --prune: also remove transfers idle this long (e.g. 7d)'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s (e.g. 20M); binary units like pv -L'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l json -d 'Print a JSON summary on stdout'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s h -l help -d 'Show this message and exit'
@@ -71,6 +81,7 @@ complete -c openspec -n "__openspec_at 'openspec resume'" -F
 complete -c openspec -n "__openspec_at 'openspec cat'" -l hash -d 'Print the digest of everything written, on stderr'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s a -l algo -x -a 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' -d 'Digest algorithm: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s (e.g. 20M); binary units like pv -L'
+complete -c openspec -n "__openspec_at 'openspec cat'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec cat'" -F
@@ -85,5 +96,14 @@ complete -c openspec -n "__openspec_at 'openspec verify'" -l strict -d 'With -c:
 complete -c openspec -n "__openspec_at 'openspec verify'" -l ignore-missing -d 'With -c: skip missing files'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s w -l warn -d 'With -c: warn about malformed lines'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s (e.g. 20M); binary units like pv -L'
+complete -c openspec -n "__openspec_at 'openspec verify'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec verify'" -F
+complete -c openspec -n "__openspec_at 'openspec bench'" -l quick -d 'A short run (well under 30 s): 1-100 MiB, fewer repeats'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l sizes -x -d 'File sizes (default 1M,10M,100M,1G)'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l concurrency -x -d 'Streams at once (default 1,4,16)'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l dir -r -F -d 'Put the test files in DIR (default: temp dir)'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l json -r -F -d 'Write results as JSON to FILE (- stdout)'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l baseline -r -F -d 'Compare with an earlier --json result'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l max-regression -x -d 'Allowed regression, percent'
+complete -c openspec -n "__openspec_at 'openspec bench'" -s h -l help -d 'Show this message and exit'

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openspec_cli import checkpoint, hashing, plan, streams, transfer
+from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer
 from openspec_cli.engine import Observer, RateLimiter
+from openspec_cli.pressure import MemoryProbe
+from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.transfer import CopyOptions, FileResult
 
@@ -31,11 +33,19 @@ def copy(
     limit_rate: float | None = None,
     checkpoint_every: int = transfer.DEFAULT_CHECKPOINT_EVERY,
     restart: bool = False,
+    jobs: int = 1,
+    max_memory: int | None = None,
+    no_cache: bool = False,
     observer: Observer | None = None,
-) -> list[FileResult]:
+    probe: MemoryProbe | None = None,
+) -> CopyReport:
     """Copy like ``cp`` (``-r`` with ``recursive``), hashing on the fly; see ``transfer``.
 
-    An interrupted copy of the same source and destination is resumed unless ``restart``.
+    Up to ``jobs`` files at once under the memory ceiling ``max_memory`` (bytes for the whole
+    operation; default 50 MB or less when the machine has less to spare). An interrupted copy
+    of the same source and destination is resumed unless ``restart``. Per-file failures are in
+    ``report.errors``; the other files are still copied. ``probe`` replaces the memory probe
+    (tests drive any memory situation with it).
     """
     srcs = [sources] if isinstance(sources, str) else list(sources)
     options = CopyOptions(
@@ -48,9 +58,12 @@ def copy(
         limiter=_limiter(limit_rate),
         checkpoint_every=checkpoint_every,
         restart=restart,
+        no_cache=no_cache,
     )
     steps = plan.plan_copy(srcs, dest, recursive)
-    return transfer.run_plan(steps, options, observer)
+    return scheduler.copy_all(
+        steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe
+    )
 
 
 def resume(

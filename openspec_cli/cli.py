@@ -137,21 +137,30 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "none")
+
+
 @contextlib.contextmanager
-def progress(title: str, quiet: bool, as_json: bool = False) -> Iterator[Observer]:
-    """The live panel on a terminal's stderr; plain lines in logs; nothing when quiet."""
-    if quiet:
+def progress(
+    title: str, mode: str, quiet: bool = False, as_json: bool = False
+) -> Iterator[Observer]:
+    """Where progress goes: the live panel on a terminal (``auto``), plain lines or NDJSON
+    events for logs, or nowhere (``-q``). ``auto`` writes no escape codes to a non-terminal."""
+    if mode not in PROGRESS_MODES:
+        raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not '{mode}'")
+    if quiet or mode == "none" or (mode == "auto" and as_json):
         yield NullObserver()
         return
-    from openspec_cli.ui import Dashboard, LivePanel, PlainLines
+    from openspec_cli.ui import Dashboard, LivePanel, ProgressLog
 
-    if as_json or not sys.stderr.isatty():
-        yield PlainLines(sys.stderr) if not as_json else NullObserver()
+    if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
+        board = Dashboard(title)
+        with LivePanel(board, sys.stderr):
+            yield board
         return
-
-    board = Dashboard(title)
-    with LivePanel(board, sys.stderr):
-        yield board
+    interval = {"plain": 2.0, "json": 1.0}.get(mode)
+    with ProgressLog(title, sys.stderr, "json" if mode == "json" else "plain", interval) as log:
+        yield log
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
@@ -168,6 +177,15 @@ RateOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")]
+ProgressOpt = Annotated[
+    str,
+    typer.Option(
+        "--progress",
+        metavar="MODE",
+        help="auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON "
+        "events on stderr) or none.",
+    ),
+]
 AlgoOpt = Annotated[
     str,
     typer.Option(
@@ -235,8 +253,23 @@ def copy(
             help="Record a resumable checkpoint every N chunks.",
         ),
     ] = 5,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", metavar="N", min=1, help="Copy up to N files at once.")
+    ] = 1,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory",
+            metavar="SIZE",
+            help="Memory ceiling for the operation (default 50M, less if scarce).",
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Drop copied data from the page cache as it goes.")
+    ] = False,
     limit_rate: RateOpt = None,
     as_json: JsonOpt = False,
+    progress_mode: ProgressOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Copy files like cp, hashing on the fly; the final name appears only when complete."""
@@ -246,8 +279,9 @@ def copy(
         if len(paths) < 2:
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
         rate = parse_size(limit_rate) if limit_rate else None
-        with progress("copy", quiet, as_json) as observer:
-            results = api.copy(
+        memory = parse_size(max_memory) if max_memory else None
+        with progress("copy", progress_mode, quiet, as_json) as observer:
+            report = api.copy(
                 paths[:-1],
                 paths[-1],
                 recursive=recursive,
@@ -259,19 +293,41 @@ def copy(
                 limit_rate=rate,
                 checkpoint_every=checkpoint_every,
                 restart=restart,
+                jobs=jobs,
+                max_memory=memory,
+                no_cache=no_cache,
                 observer=observer,
             )
-        _report(results, "copy", quiet, as_json)
+        _report(report.files, "copy", quiet, as_json, report.engine, report.errors)
+        if report.errors:
+            for err in report.errors:
+                _say(err.message)
+            raise typer.Exit(max(int(err.exit_code) for err in report.errors))
 
 
-def _report(results: list[Any], command: str, quiet: bool, as_json: bool) -> None:
+def _report(
+    results: list[Any],
+    command: str,
+    quiet: bool,
+    as_json: bool,
+    engine: dict[str, Any] | None = None,
+    errors: list[OpenspecError] | None = None,
+) -> None:
     if as_json:
-        _emit_json(_copy_summary(results, command))
-    elif not quiet:
-        _print_copy_summary(results)
+        wall = float(engine["seconds"]) if engine is not None else None
+        summary = _copy_summary(results, command, wall)
+        if engine is not None:
+            summary["engine"] = engine
+        summary["errors"] = [err.message for err in errors or []]
+        _emit_json(summary)
+    elif not quiet and (results or not errors):
+        _print_copy_summary(results, engine)
 
 
-def _copy_summary(results: list[Any], command: str = "copy") -> dict[str, Any]:
+def _copy_summary(
+    results: list[Any], command: str = "copy", wall: float | None = None
+) -> dict[str, Any]:
+    """The ``--json`` object; totals use wall time when streams ran side by side."""
     files = [
         {
             "id": r.transfer_id,
@@ -292,7 +348,7 @@ def _copy_summary(results: list[Any], command: str = "copy") -> dict[str, Any]:
     ]
     total_bytes = sum(r.bytes for r in results)
     moved = sum(r.bytes - r.resumed_from for r in results)
-    seconds = sum(r.seconds for r in results)
+    seconds = wall if wall is not None else sum(r.seconds for r in results)
     return {
         "version": JSON_SCHEMA_VERSION,
         "command": command,
@@ -309,7 +365,7 @@ def _copy_summary(results: list[Any], command: str = "copy") -> dict[str, Any]:
     }
 
 
-def _print_copy_summary(results: list[Any]) -> None:
+def _print_copy_summary(results: list[Any], engine: dict[str, Any] | None = None) -> None:
     from openspec_cli.ui import human_bytes, human_rate
 
     for r in results:
@@ -331,6 +387,8 @@ def _print_copy_summary(results: list[Any]) -> None:
     seconds = sum(r.seconds for r in copied)
     rate = human_rate(moved / seconds) if seconds > 0 else "-"
     verified = ", verified" if copied and all(r.verified for r in copied) else ""
+    if engine is not None and engine.get("highest_level", "NONE") != "NONE":
+        verified += f", backpressure up to {engine['highest_level']}"
     sys.stderr.write(
         f"copied {len(copied)} file(s), {human_bytes(total)} in {seconds:.2f} s "
         f"({rate}{verified})\n"
@@ -379,6 +437,7 @@ def resume(
         ),
     ] = None,
     limit_rate: RateOpt = None,
+    progress_mode: ProgressOpt = "auto",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -399,7 +458,7 @@ def resume(
         else:
             rate = parse_size(limit_rate) if limit_rate else None
             ids = [transfer_id] if transfer_id else resuming.resumable_ids(api.transfers())
-            with progress("resume", quiet, as_json) as observer:
+            with progress("resume", progress_mode, quiet, as_json) as observer:
                 results = [
                     api.resume(i, restart=restart, limit_rate=rate, observer=observer) for i in ids
                 ]
@@ -420,13 +479,14 @@ def cat(
     ] = False,
     algo: AlgoOpt = hashing.DEFAULT_ALGO,
     limit_rate: RateOpt = None,
+    progress_mode: ProgressOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
     from openspec_cli import streams
 
     with handled():
-        with progress("cat", quiet) as observer:
+        with progress("cat", progress_mode, quiet) as observer:
             result = streams.cat(
                 files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate), observer
             )
@@ -483,6 +543,7 @@ def verify(
         bool, typer.Option("--warn", "-w", help="With -c: warn about malformed lines.")
     ] = False,
     limit_rate: RateOpt = None,
+    progress_mode: ProgressOpt = "auto",
 ) -> None:
     """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
     from openspec_cli import verifying
@@ -503,11 +564,58 @@ def verify(
                 algo=algo,
             )
             raise typer.Exit(verifying.run_check(targets, opts, limiter, _say))
-        with progress("verify", quiet=False) as observer:
+        with progress("verify", progress_mode) as observer:
             code = verifying.run_digests(
                 targets, algo or hashing.DEFAULT_ALGO, tag, limiter, observer, _say
             )
         raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="A short run (well under 30 s): 1-100 MiB, fewer repeats."),
+    ] = False,
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", metavar="LIST", help="File sizes (default 1M,10M,100M,1G)."),
+    ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option("--concurrency", metavar="LIST", help="Streams at once (default 1,4,16)."),
+    ] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option("--dir", metavar="DIR", help="Put the test files in DIR (default: temp dir)."),
+    ] = None,
+    json_file: Annotated[
+        str | None,
+        typer.Option("--json", metavar="FILE", help="Write results as JSON to FILE (- stdout)."),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", metavar="FILE", help="Compare with an earlier --json result."),
+    ] = None,
+    max_regression: Annotated[
+        float,
+        typer.Option("--max-regression", metavar="PCT", min=0, help="Allowed regression, percent."),
+    ] = 10.0,
+) -> None:
+    """Measure copy speed, latency, memory and recovery here; PASS/FAIL vs the design targets."""
+    from openspec_cli import bench as bench_
+    from openspec_cli import bench_report
+
+    with handled():
+        config = bench_.make_config(quick, sizes, concurrency, directory)
+        earlier = bench_report.prepare(baseline, json_file)
+        with bench_report.live_view(sys.stderr) as view:
+            result = bench_.run(config, view)
+        code = bench_report.publish(result, earlier, max_regression, json_file)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,20 @@ from openspec_cli import checkpoint as ckpt
 from openspec_cli import hashing, retry
 from openspec_cli.checkpoint import PARTIAL_SUFFIX, Checkpoint
 from openspec_cli.chunking import MAX_CHUNK
-from openspec_cli.engine import NullObserver, Observer, Pump, RateLimiter, StreamStats, file_sink
+from openspec_cli.engine import (
+    NullObserver,
+    Observer,
+    Pacer,
+    Pump,
+    RateLimiter,
+    StreamStats,
+    drop_read_cache,
+    file_sink,
+)
 from openspec_cli.errors import (
     ExitCode,
     Interrupted,
     MismatchError,
-    OpenspecError,
     SourceChangedError,
     TransferIOError,
     UsageError,
@@ -39,7 +48,7 @@ from openspec_cli.errors import (
 from openspec_cli.hashing import Hasher
 from openspec_cli.plan import Step
 
-__all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "resume", "run_plan"]
+__all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "prepare_tree", "resume"]
 
 DEFAULT_CHECKPOINT_EVERY = 5
 #: Least time between two writes of a checkpoint sidecar (see Transfer._commit).
@@ -60,6 +69,8 @@ class CopyOptions:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     restart: bool = False
     sleep: Callable[[float], None] = time.sleep
+    pacer: Pacer | None = None
+    no_cache: bool = False
 
     def persistent(self) -> dict[str, Any]:
         """The options a later ``resume`` must honour, stored in the checkpoint."""
@@ -261,8 +272,12 @@ class Transfer:
                     self.src_fd,
                     self.stats,
                     hasher=self.hasher,
-                    sink=file_sink(self.out_fd, writeback=self.options.fsync),
+                    sink=file_sink(
+                        self.out_fd, writeback=self.options.fsync, drop_cache=self.options.no_cache
+                    ),
+                    drop_source_cache=self.options.no_cache,
                     limiter=self.options.limiter,
+                    pacer=self.options.pacer,
                     commit_every=self.options.checkpoint_every,
                     on_commit=self._commit,
                 ).run()
@@ -294,6 +309,7 @@ class Transfer:
         if offset > (self.cp.points[-1].offset if self.cp.points else 0):
             self.cp.add_point(offset, snap.hexdigest())
         ckpt.save(self.cp)
+        self.stats.checkpoints += 1
 
     def _record_retry(self, err: OSError) -> None:
         self.cp.retries.append(
@@ -359,8 +375,11 @@ class Transfer:
         try:
             os.fchmod(self.out_fd, stat.S_IMODE(os.fstat(self.src_fd).st_mode))
             os.utime(self.out_fd, ns=(os.fstat(self.src_fd).st_atime_ns, cp.source.mtime_ns))
-            if self.options.fsync:
+            if self.options.fsync or self.options.no_cache:
                 os.fsync(self.out_fd)
+            if self.options.no_cache:  # the tail windows the sink had not dropped yet
+                drop_read_cache(self.out_fd, 0, self.stats.done)
+                drop_read_cache(self.src_fd, 0, self.stats.done)
         except OSError as err:
             self._fail(err)
         digest = self.hasher.hexdigest()
@@ -513,6 +532,8 @@ def _options_for(cp: Checkpoint, base: CopyOptions) -> CopyOptions:
         limiter=base.limiter,
         checkpoint_every=int(stored.get("checkpoint_every", base.checkpoint_every)),
         sleep=base.sleep,
+        pacer=base.pacer,
+        no_cache=base.no_cache,
     )
 
 
@@ -575,34 +596,41 @@ def _copy_link(step: Step, options: CopyOptions) -> None:
     os.symlink(os.readlink(step.source), step.dest)
 
 
-def run_plan(
-    steps: list[Step], options: CopyOptions, observer: Observer | None = None
-) -> list[FileResult]:
-    """Carry out a plan in order; directories get their mode and mtime once filled."""
-    results: list[FileResult] = []
-    made_dirs: list[Step] = []
+def prepare_tree(steps: list[Step], options: CopyOptions) -> list[Step]:
+    """Make the directories and symlinks of a plan; return the file steps left to copy."""
+    files: list[Step] = []
     for step in steps:
         try:
             if step.kind == "dir":
                 os.makedirs(step.dest, exist_ok=True)
-                made_dirs.append(step)
             elif step.kind == "link":
                 _copy_link(step, options)
             else:
-                result = copy_file(step.source, step.dest, options, observer)
-                results.append(result)
-                if options.sums_path and not result.skipped and result.digest:
-                    append_sum_line(options.sums_path, result)
-        except OpenspecError:
-            raise
+                files.append(step)
         except OSError as err:
             raise from_os_error(err, step.source, step.dest) from err
-    for step in reversed(made_dirs):
+    return files
+
+
+def finish_tree(steps: list[Step]) -> None:
+    """Give copied directories their source's mode and mtime, once their contents are in."""
+    for step in reversed(steps):
+        if step.kind != "dir":
+            continue
         with contextlib.suppress(OSError):
             st = os.stat(step.source)
             os.chmod(step.dest, stat.S_IMODE(st.st_mode))
             os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return results
+
+
+_SUMS_LOCK = threading.Lock()
+
+
+def record_sum(options: CopyOptions, result: FileResult) -> None:
+    """Append ``result`` to the ``--sums`` file, if one was asked for (safe from many streams)."""
+    if options.sums_path and not result.skipped and result.digest:
+        with _SUMS_LOCK:
+            append_sum_line(options.sums_path, result)
 
 
 def append_sum_line(sums_path: str, result: FileResult) -> None:

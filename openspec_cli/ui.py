@@ -11,9 +11,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from openspec_cli.engine import StreamStats
+from openspec_cli.engine import EngineView, StreamStats
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -61,16 +61,28 @@ class RateWindow:
 
 
 class Dashboard:
-    """Observer that keeps the streams and renders them; drawing is done by :class:`LivePanel`."""
+    """Observer that keeps the streams and renders them; drawing is done by :class:`LivePanel`.
+
+    Finished streams are folded into counters, so the panel's memory does not grow with the
+    number of files.
+    """
 
     def __init__(self, title: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.title = title
         self._clock = clock
         self._lock = threading.Lock()
         self.active: list[StreamStats] = []
-        self.finished: list[StreamStats] = []
+        self.done_files = 0
+        self.done_bytes = 0
+        self.done_retries = 0
+        self.done_checkpoints = 0
         self._rates: dict[int, RateWindow] = {}
-        self._started = self._clock()
+        self._total_rate = RateWindow()
+        self.engine: EngineView | None = None
+
+    def engine_attached(self, engine: EngineView) -> None:
+        """The scheduler's state, for the footer."""
+        self.engine = engine
 
     def stream_started(self, stats: StreamStats) -> None:
         """Show a new row."""
@@ -79,59 +91,81 @@ class Dashboard:
             self._rates[id(stats)] = RateWindow()
 
     def stream_finished(self, stats: StreamStats) -> None:
-        """Move the row to the finished count."""
+        """Fold the row into the finished counters."""
         with self._lock:
             if stats in self.active:
                 self.active.remove(stats)
-            self.finished.append(stats)
+            self._rates.pop(id(stats), None)
+            self.done_files += 1
+            self.done_bytes += stats.done
+            self.done_retries += stats.retries
+            self.done_checkpoints += stats.checkpoints
 
     def render(self) -> RenderableType:
         """The panel as it is now: a row per active stream and an engine footer."""
         from rich.console import Group
-        from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
         now = self._clock()
         with self._lock:
             active = list(self.active)
-            done_files = len(self.finished)
-            done_bytes = sum(s.done for s in self.finished)
-            retries = sum(s.retries for s in self.finished)
+            rows = [
+                (s, self._rates[id(s)].add(now, s.done)) for s in active if id(s) in self._rates
+            ]
+            moved = self.done_bytes + sum(s.done for s in active)
+            retries = self.done_retries + sum(s.retries for s in active)
+            checkpoints = self.done_checkpoints + sum(s.checkpoints for s in active)
+            done_files = self.done_files
         table = Table.grid(padding=(0, 1))
-        for _ in range(6):
+        for _ in range(5):
             table.add_column()
-        total_rate = 0.0
-        chunk = 0
-        for stats in active:
-            rate = self._rates[id(stats)].add(now, stats.done)
-            total_rate += rate
-            chunk = stats.chunk_size
-            total = stats.total
-            eta = (total - stats.done) / rate if total is not None and rate > 0 else None
-            bar = ProgressBar(
-                total=float(total) if total else None, completed=float(stats.done), width=24
-            )
-            size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
-            label = f"{stats.name} [{stats.transfer_id}]" if stats.transfer_id else stats.name
-            table.add_row(
-                Text(label, overflow="ellipsis", no_wrap=True),
-                bar,
-                size,
-                human_rate(rate),
-                f"ETA {human_eta(eta)}",
-                "",
-            )
-        moved = done_bytes + sum(s.done for s in active)
-        retries += sum(s.retries for s in active)
+        for stats, rate in rows:
+            table.add_row(*self._row(stats, rate))
+        chunk = max((s.chunk_size for s in active), default=0)
+        rate = self._total_rate.add(now, moved)
         footer = Text(
             f"{self.title}: {done_files} done, {len(active)} active | "
-            f"{human_bytes(moved)} moved | {human_rate(total_rate)} | "
-            f"chunk {human_bytes(chunk) if chunk else '-'}"
-            + (f" | {retries} retries" if retries else ""),
+            f"{human_bytes(moved)} moved | {human_rate(rate)} | "
+            f"chunk {human_bytes(chunk) if chunk else '-'} | "
+            f"{checkpoints} checkpoints | {retries} retries",
             style="dim",
         )
-        return Group(table, footer)
+        parts: list[RenderableType] = [table, footer]
+        if self.engine is not None:
+            parts.append(Text(engine_line(self.engine.snapshot()), style="dim"))
+        return Group(*parts)
+
+    @staticmethod
+    def _row(stats: StreamStats, rate: float) -> tuple[RenderableType, ...]:
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        total = stats.total
+        eta = (total - stats.done) / rate if total is not None and rate > 0 else None
+        bar = ProgressBar(
+            total=float(total) if total else None, completed=float(stats.done), width=24
+        )
+        size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
+        label = f"{stats.name} [{stats.transfer_id}]" if stats.transfer_id else stats.name
+        return (
+            Text(label, overflow="ellipsis", no_wrap=True),
+            bar,
+            size,
+            human_rate(rate),
+            f"ETA {human_eta(eta)}",
+        )
+
+
+def engine_line(snap: dict[str, Any]) -> str:
+    """The engine footer: pressure level with its score split, memory, streams."""
+    score = snap["score"]
+    return (
+        f"pressure {snap['level']} (score {score['total']:.0f}: memory {score['memory']:.0f}"
+        f" / streams {score['streams']:.0f} / latency {score['latency']:.0f}) | "
+        f"memory {human_bytes(snap['memory_used'])} / {human_bytes(snap['ceiling'])} | "
+        f"streams {snap['active']}/{snap['allowed']}"
+    )
 
 
 class LivePanel:
@@ -165,20 +199,150 @@ def make_console(stream: TextIO) -> Console:
     return Console(file=stream, highlight=False, soft_wrap=True)
 
 
-class PlainLines:
-    """Observer for logs: one plain line when a transfer starts, so its id is on record."""
+class ProgressLog(Dashboard):
+    """Progress for logs and machines: plain lines or NDJSON events on a non-terminal stream.
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    ``plain``: a line when a transfer starts (so its id is on record) and, with ``interval``,
+    a summary line every ``interval`` seconds. ``json``: one JSON object per line for stream
+    start/finish, periodic per-stream samples, engine samples, level changes, checkpoints and
+    retries, for log shippers and dashboards. Sampling runs on its own thread.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        stream: TextIO,
+        mode: str = "plain",
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(title, clock)
+        self.stream, self.mode, self.interval = stream, mode, interval
+        self._level: str | None = None
+        self._seen: dict[int, tuple[int, int]] = {}  # id(stats) -> (checkpoints, retries)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProgressLog:
+        if self.interval:
+            self._thread = threading.Thread(
+                target=self._loop, name="openspec-progress", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def stream_started(self, stats: StreamStats) -> None:
-        """Name the transfer; streams without an id (cat, verify) stay silent."""
-        if stats.transfer_id is None:
-            return
-        size = human_bytes(stats.total) if stats.total is not None else "?"
-        start = f" from {human_bytes(stats.done)}" if stats.done else ""
-        self.stream.write(f"openspec: transfer {stats.transfer_id}: {stats.name} ({size}){start}\n")
-        self.stream.flush()
+        """Record the stream and say so."""
+        super().stream_started(stats)
+        if self.mode == "json":
+            self._emit(
+                {
+                    "event": "start",
+                    "id": stats.transfer_id,
+                    "name": stats.name,
+                    "total": stats.total,
+                    "from": stats.done,
+                }
+            )
+        elif stats.transfer_id is not None:
+            size = human_bytes(stats.total) if stats.total is not None else "?"
+            start = f" from {human_bytes(stats.done)}" if stats.done else ""
+            self._write(f"openspec: transfer {stats.transfer_id}: {stats.name} ({size}){start}")
 
     def stream_finished(self, stats: StreamStats) -> None:
-        """Nothing: the summary line follows."""
+        """Fold the stream into the totals; a JSON log also gets a finish event."""
+        self._events_for(stats)
+        self._seen.pop(id(stats), None)
+        super().stream_finished(stats)
+        if self.mode == "json":
+            self._emit(
+                {
+                    "event": "finish",
+                    "id": stats.transfer_id,
+                    "name": stats.name,
+                    "bytes": stats.done,
+                    "seconds": round(stats.seconds, 6),
+                }
+            )
+
+    def _loop(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """One periodic report (called by the thread; tests call it directly)."""
+        now = self._clock()
+        with self._lock:
+            rows = [
+                (s, self._rates[id(s)].add(now, s.done))
+                for s in self.active
+                if id(s) in self._rates
+            ]
+            moved = self.done_bytes + sum(s.done for s, _ in rows)
+            done_files = self.done_files
+        rate = self._total_rate.add(now, moved)
+        snap = self.engine.snapshot() if self.engine is not None else None
+        if self.mode != "json":
+            level = f", pressure {snap['level']}" if snap else ""
+            self._write(
+                f"openspec: {self.title}: {done_files} done, {len(rows)} active, "
+                f"{human_bytes(moved)} moved, {human_rate(rate)}{level}"
+            )
+            return
+        for stats, stream_rate in rows:
+            self._events_for(stats)
+            self._emit(
+                {
+                    "event": "sample",
+                    "id": stats.transfer_id,
+                    "name": stats.name,
+                    "done": stats.done,
+                    "total": stats.total,
+                    "rate_bps": round(stream_rate),
+                    "chunk_size": stats.chunk_size,
+                }
+            )
+        if snap is not None:
+            if snap["level"] != self._level:
+                self._emit(
+                    {
+                        "event": "level",
+                        "from": self._level,
+                        "to": snap["level"],
+                        "score": snap["score"],
+                    }
+                )
+                self._level = str(snap["level"])
+            self._emit({"event": "engine", **snap, "moved": moved, "rate_bps": round(rate)})
+
+    def _events_for(self, stats: StreamStats) -> None:
+        if self.mode != "json":
+            return
+        checkpoints, retries = self._seen.get(id(stats), (0, 0))
+        if stats.checkpoints > checkpoints:
+            self._emit(
+                {
+                    "event": "checkpoint",
+                    "id": stats.transfer_id,
+                    "bytes_done": stats.done,
+                    "count": stats.checkpoints,
+                }
+            )
+        if stats.retries > retries:
+            self._emit({"event": "retry", "id": stats.transfer_id, "count": stats.retries})
+        self._seen[id(stats)] = (stats.checkpoints, stats.retries)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        import json
+
+        self._write(json.dumps({"t": round(time.time(), 3), **event}))
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()

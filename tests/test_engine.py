@@ -71,7 +71,7 @@ def test_writer_failure_surfaces_in_caller_and_stops_reading(tmp_path: Path) -> 
 
 
 def test_buffer_pool_reuses_fixed_buffers() -> None:
-    pool = BufferPool(2, 1024)
+    pool = BufferPool([memoryview(bytearray(1024)) for _ in range(2)])
     a, b = pool.take(), pool.take()
     pool.give(a)
     assert pool.take() is a

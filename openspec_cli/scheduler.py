@@ -1,0 +1,508 @@
+"""Many transfers at once under the memory thresholds and the backpressure policy.
+
+The :class:`Governor` is the one place that knows about all streams of an operation. A monitor
+thread samples memory and chunk latency every ``interval`` seconds and updates the backpressure
+level; streams consult the governor between chunks (admission, pause, slowdown, chunk ceiling).
+Memory is bounded by construction: the buffer budget is divided among the streams that may run,
+and each stream's fixed buffer pool is sized from its share before it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openspec_cli import pressure
+from openspec_cli.chunking import MAX_CHUNK, MIN_CHUNK, initial_chunk_size
+from openspec_cli.cleanup import Cleanup, Priority
+from openspec_cli.engine import POOL_SIZE, EngineView, NullObserver, Observer, StreamStats
+from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
+from openspec_cli.plan import Step
+from openspec_cli.transfer import (
+    CopyOptions,
+    FileResult,
+    copy_file,
+    finish_tree,
+    prepare_tree,
+    record_sum,
+)
+
+#: Least memory for buffers, whatever the ceiling says: one stream with a pool of small chunks.
+MIN_BUDGET = POOL_SIZE * MIN_CHUNK
+
+
+@dataclass
+class Percentiles:
+    """A bounded random sample of chunk latencies (reservoir), so memory stays flat."""
+
+    capacity: int = 8192
+    samples: list[float] = field(default_factory=list)
+    seen: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def add(self, value: float) -> None:
+        """Keep ``value`` with the probability that leaves every sample equally likely."""
+        self.seen += 1
+        if len(self.samples) < self.capacity:
+            self.samples.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.capacity:
+            self.samples[slot] = value
+
+    def summary(self) -> dict[str, float]:
+        """p50/p95/p99/max in seconds (zeros when nothing was measured)."""
+        if not self.samples:
+            return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+        ordered = sorted(self.samples)
+        last = len(ordered) - 1
+
+        def pick(q: float) -> float:
+            return round(ordered[min(last, int(q * len(ordered)))], 6)
+
+        return {
+            "p50": pick(0.50),
+            "p95": pick(0.95),
+            "p99": pick(0.99),
+            "max": round(ordered[-1], 6),
+        }
+
+
+class BufferBank:
+    """Buffers shared by the streams of one operation: allocated once, reused by size.
+
+    Idle buffers are kept up to ``keep`` bytes; beyond that they are dropped, and under
+    emergency pressure all idle ones go.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._free: dict[int, list[memoryview]] = {}
+        self._lock = threading.Lock()
+
+    def lend(self, count: int, size: int) -> list[memoryview]:
+        """``count`` buffers of ``size`` bytes, reused where possible."""
+        with self._lock:
+            spare = self._free.get(size, [])
+            taken = [spare.pop() for _ in range(min(count, len(spare)))]
+        return taken + [memoryview(bytearray(size)) for _ in range(count - len(taken))]
+
+    def give_back(self, buffers: list[memoryview]) -> None:
+        """Keep buffers for the next stream, within the budget."""
+        with self._lock:
+            for buf in buffers:
+                if self._idle() + len(buf) <= self.keep:
+                    self._free.setdefault(len(buf), []).append(buf)
+
+    def idle_bytes(self) -> int:
+        """Bytes held in idle buffers."""
+        with self._lock:
+            return self._idle()
+
+    def drop_idle(self) -> None:
+        """Release every idle buffer (emergency cleanup)."""
+        with self._lock:
+            self._free.clear()
+
+    def _idle(self) -> int:
+        return sum(len(b) for bufs in self._free.values() for b in bufs)
+
+
+def chunk_ceiling_for(budget: int, streams: int, level: pressure.Level) -> int:
+    """Largest chunk (a power of two) that keeps ``streams`` full pools within ``budget``.
+
+    Pressure shrinks it further: half at MODERATE, a quarter at HEAVY, the minimum at CRITICAL.
+    """
+    share = budget // (max(streams, 1) * POOL_SIZE)
+    shrink = {pressure.Level.MODERATE: 2, pressure.Level.HEAVY: 4}.get(level, 1)
+    size = MIN_CHUNK
+    while size * 2 <= min(share // shrink, MAX_CHUNK):
+        size *= 2
+    return MIN_CHUNK if level >= pressure.Level.CRITICAL else size
+
+
+class Governor:
+    """Admission, pausing, pacing and measurement for every stream of one operation."""
+
+    def __init__(
+        self,
+        jobs: int,
+        max_memory: int | None = None,
+        probe: pressure.MemoryProbe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.requested = max(1, jobs)
+        self.probe: pressure.MemoryProbe = probe or pressure.SystemProbe()
+        self.clock, self.sleep = clock, sleep
+        first = self.probe.read(0, max_memory or pressure.ABSOLUTE_LIMIT)
+        # --max-memory caps the buffers. The default is the design record's 50 MB for the whole
+        # operation, so the interpreter's own memory comes off it (the CLI process stays under
+        # 50 MB); both are lowered when the machine or container has less to spare.
+        wanted = max_memory or max(pressure.MIN_CEILING, pressure.ABSOLUTE_LIMIT - first.rss)
+        self.ceiling = pressure.default_ceiling(wanted, first.total, first.used)
+        self.budget = max(MIN_BUDGET, self.ceiling)
+        self.controller = pressure.BackpressureController(clock=clock)
+        self.window = pressure.LatencyWindow(clock=clock)
+        self.latencies = Percentiles()
+        self.cleanup = Cleanup()
+        self.bank = BufferBank(self.budget)
+        self.cleanup.register("idle buffers", Priority.LOW, self.bank.drop_idle)
+        self.reading = first
+        self.cond = threading.Condition()
+        self.running: list[StreamStats] = []
+        self.slots = 0
+        self.peak_concurrency = 0
+        self.peak_engine_bytes = 0
+        self.chunk_sizes: set[int] = set()
+        self.cancelled: OpenspecError | None = None
+        self._last_chunk: dict[int, float] = {}
+        self.allowed = min(self.requested, self._fits(self.requested))
+        self.chunk_ceiling = chunk_ceiling_for(self.budget, self.allowed, pressure.Level.NONE)
+
+    # -- what streams call --------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Block until one more stream may start under the current level."""
+        with self.cond:
+            while self.slots >= max(self.allowed, 0) or self.allowed == 0:
+                self._raise_if_cancelled()
+                self.cond.wait(0.1)
+            self._raise_if_cancelled()
+            self.slots += 1
+            self.peak_concurrency = max(self.peak_concurrency, self.slots)
+
+    def leave(self) -> None:
+        """A stream ended (any way): its slot is free."""
+        with self.cond:
+            self.slots -= 1
+            self.cond.notify_all()
+
+    def before_chunk(self, stats: StreamStats) -> None:
+        """Hold a stream beyond the allowed count; slow every stream by the level's fraction."""
+        with self.cond:
+            while True:
+                self._raise_if_cancelled()
+                rank = self.running.index(stats) if stats in self.running else 0
+                if rank < self.allowed:
+                    break
+                self.cond.wait(0.1)
+        delay = self.controller.delay_for(self._last_chunk.get(id(stats), 0.0))
+        if delay > 0:
+            self.sleep(delay)
+
+    def chunk_done(self, stats: StreamStats, seconds: float, nbytes: int) -> None:
+        """Measure a chunk's end-to-end latency."""
+        self._last_chunk[id(stats)] = seconds
+        self.window.add(seconds, nbytes)
+        self.latencies.add(seconds)
+        self.chunk_sizes.add(stats.chunk_size)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state renderers show: level, score split, memory, streams."""
+        score = self.controller.score
+        return {
+            "level": self.controller.level.name,
+            "score": {
+                "total": round(score.total, 1),
+                "memory": round(score.memory, 1),
+                "streams": round(score.streams, 1),
+                "latency": round(score.latency, 1),
+            },
+            "memory_used": self.engine_bytes(),
+            "rss": self.reading.rss,
+            "memory_usage": round(self.reading.usage, 3),
+            "ceiling": self.ceiling,
+            "active": self.slots,
+            "allowed": self.allowed,
+            "chunk_ceiling": self.chunk_ceiling,
+        }
+
+    def lend(self, count: int, size: int) -> list[memoryview]:
+        """Buffers for a stream, reused from streams that finished (no growth over many files)."""
+        return self.bank.lend(count, size)
+
+    def give_back(self, buffers: list[memoryview]) -> None:
+        """Keep a finished stream's buffers for the next one."""
+        self.bank.give_back(buffers)
+
+    def cancel(self, error: OpenspecError) -> None:
+        """Stop every stream at its next chunk (a signal arrived)."""
+        with self.cond:
+            self.cancelled = error
+            self.cond.notify_all()
+
+    def _raise_if_cancelled(self) -> None:
+        if self.cancelled is not None:
+            raise Interrupted(self.cancelled.message, self.cancelled.exit_code)
+
+    # -- the control loop ---------------------------------------------------------------
+
+    def engine_bytes(self) -> int:
+        """Bytes in buffers now: what running streams hold plus idle ones kept for reuse."""
+        with self.cond:
+            held = sum(s.buffer_bytes for s in self.running)
+        return held + self.bank.idle_bytes()
+
+    def engine_demand(self) -> int:
+        """What running streams would hold at their natural chunk size (the design record's
+        size classes). Above the ceiling, the ceiling is squeezing them: memory pressure."""
+        with self.cond:
+            return sum(POOL_SIZE * initial_chunk_size(s.total) for s in self.running)
+
+    def _fits(self, streams: int) -> int:
+        """How many streams the buffer budget can hold with minimum-size pools."""
+        return max(1, min(streams, self.budget // MIN_BUDGET))
+
+    def tick(self) -> pressure.Level:
+        """Sample memory and latency, update the level, and apply it."""
+        self.peak_engine_bytes = max(self.peak_engine_bytes, self.engine_bytes())
+        self.reading = self.probe.read(self.engine_demand(), self.ceiling)
+        score = pressure.Score(
+            memory=pressure.memory_points(self.reading.usage),
+            streams=pressure.stream_points(self.slots),
+            latency=pressure.latency_points(self.window.p95(), self.window.trend()),
+        )
+        level = self.controller.update(score)
+        with self.cond:
+            self.allowed = min(
+                self.controller.allowed_streams(self.requested), self._fits(self.requested)
+            )
+            self.chunk_ceiling = chunk_ceiling_for(self.budget, max(self.allowed, 1), level)
+            self.cond.notify_all()
+        if level >= pressure.Level.CRITICAL:
+            self.cleanup.emergency()
+        return level
+
+    def run_monitor(self, interval: float = 0.25) -> Callable[[], None]:
+        """Start the monitor thread; returns the function that stops it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                self.tick()
+
+        thread = threading.Thread(target=loop, name="openspec-monitor", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join()
+
+        return halt
+
+
+class GovernedObserver:
+    """Tells the governor which streams run (in start order), then the user's observer."""
+
+    def __init__(self, governor: Governor, inner: Observer) -> None:
+        self.governor = governor
+        self.inner = inner
+        inner.engine_attached(governor)
+
+    def engine_attached(self, engine: EngineView) -> None:
+        """Pass a (nested) engine on to the user's observer."""
+        self.inner.engine_attached(engine)
+
+    def stream_started(self, stats: StreamStats) -> None:
+        """Register the stream for ranking and measurement."""
+        with self.governor.cond:
+            self.governor.running.append(stats)
+        self.inner.stream_started(stats)
+
+    def stream_finished(self, stats: StreamStats) -> None:
+        """Forget the stream; others may take its place."""
+        with self.governor.cond:
+            if stats in self.governor.running:
+                self.governor.running.remove(stats)
+            self.governor._last_chunk.pop(id(stats), None)
+            self.governor.cond.notify_all()
+        self.inner.stream_finished(stats)
+
+
+def drop_cached(path: str) -> None:
+    """Ask the kernel to forget a finished file's pages (they are clean after fsync)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run_parallel(
+    tasks: list[Callable[[], object]],
+    governor: Governor,
+) -> list[object | BaseException]:
+    """Run ``tasks`` on up to ``governor.requested`` threads, each admitted by the governor.
+
+    Returns each task's result or exception, in task order. A signal in the calling thread
+    cancels every stream at its next chunk; their checkpoints are kept.
+    """
+    results: list[object | BaseException] = [None] * len(tasks)
+    next_task = [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next_task[0]
+                next_task[0] += 1
+            if index >= len(tasks) or governor.cancelled is not None:
+                return
+            try:
+                governor.admit()
+            except BaseException as exc:
+                results[index] = exc
+                continue
+            try:
+                results[index] = tasks[index]()
+            except BaseException as exc:  # reported per file; others go on
+                results[index] = exc
+            finally:
+                governor.leave()
+
+    threads = [
+        threading.Thread(target=worker, name=f"openspec-worker-{i}", daemon=True)
+        for i in range(min(governor.requested, len(tasks)))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+        governor.cancel(Interrupted("interrupted", code))
+        for thread in threads:
+            thread.join()
+        raise Interrupted("interrupted; resume with: openspec resume --all", code) from None
+    return results
+
+
+def engine_summary(governor: Governor, seconds: float) -> dict[str, object]:
+    """What ``--json`` reports about the engine itself."""
+    return {
+        "ceiling": governor.ceiling,
+        "buffer_budget": governor.budget,
+        "peak_engine_bytes": governor.peak_engine_bytes,
+        "peak_concurrency": governor.peak_concurrency,
+        "highest_level": governor.controller.highest.name,
+        "time_in_levels": {k: round(v, 3) for k, v in governor.controller.time_in_levels().items()},
+        "chunk_latency": governor.latencies.summary(),
+        "chunk_sizes": sorted(governor.chunk_sizes),
+        "seconds": round(seconds, 6),
+    }
+
+
+class RecentFiles:
+    """The last few finished destinations, whose cached pages may be dropped under pressure."""
+
+    def __init__(self, keep: int = 64) -> None:
+        from collections import deque
+
+        self.paths: deque[str] = deque(maxlen=keep)
+
+    def add(self, path: str) -> None:
+        """Remember a finished file."""
+        self.paths.append(path)
+
+    def drop_all(self) -> None:
+        """Release their page cache (cheap to re-read if needed, costly for everyone else)."""
+        while self.paths:
+            drop_cached(self.paths.popleft())
+
+
+@dataclass
+class CopyReport:
+    """Everything one ``copy`` did: per-file results and what the engine went through."""
+
+    files: list[FileResult]
+    seconds: float
+    engine: dict[str, object]
+    errors: list[OpenspecError] = field(default_factory=list)
+
+    @property
+    def highest_level(self) -> str:
+        """The worst backpressure level reached."""
+        return str(self.engine["highest_level"])
+
+
+def copy_all(
+    steps: list[Step],
+    options: CopyOptions,
+    observer: Observer | None = None,
+    jobs: int = 1,
+    max_memory: int | None = None,
+    probe: pressure.MemoryProbe | None = None,
+) -> CopyReport:
+    """Carry out a copy plan with up to ``jobs`` transfers at once, under the governor."""
+    started = time.monotonic()
+    governor = Governor(jobs, max_memory, probe)
+    recent = RecentFiles()
+    governor.cleanup.register("page cache of finished files", Priority.LOW, recent.drop_all)
+    governor.cleanup.register("unreferenced memory", Priority.DEFERRED, gc.collect)
+    options = dataclasses.replace(options, pacer=governor)
+    watched = GovernedObserver(governor, observer or NullObserver())
+    file_steps = prepare_tree(steps, options)
+
+    def task(step: Step) -> Callable[[], object]:
+        def run() -> FileResult:
+            result = copy_file(step.source, step.dest, options, watched)
+            record_sum(options, result)
+            recent.add(step.dest)
+            return result
+
+        return run
+
+    halt = governor.run_monitor()
+    try:
+        if governor.requested == 1 or len(file_steps) <= 1:
+            outcomes = _run_serially([task(s) for s in file_steps], governor)
+        else:
+            outcomes = run_parallel([task(s) for s in file_steps], governor)
+    finally:
+        halt()
+        governor.cleanup.release_all(
+            up_to=Priority.NORMAL
+        )  # caches stay: only emergencies drop them
+    finish_tree(steps)
+    files = [o for o in outcomes if isinstance(o, FileResult)]
+    errors = [o for o in outcomes if isinstance(o, OpenspecError)]
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, OpenspecError):
+            raise outcome
+    return CopyReport(
+        files,
+        time.monotonic() - started,
+        engine_summary(governor, time.monotonic() - started),
+        errors,
+    )
+
+
+def _run_serially(tasks: list[Callable[[], object]], governor: Governor) -> list[object]:
+    """One stream at a time on this thread, so a signal reaches the copy directly."""
+    outcomes: list[object] = []
+    for run in tasks:
+        governor.admit()
+        try:
+            outcomes.append(run())
+        except OpenspecError as err:
+            if isinstance(err, Interrupted):
+                raise
+            outcomes.append(err)
+        finally:
+            governor.leave()
+    return outcomes

@@ -1,0 +1,327 @@
+"""Many streams under the governor: correctness, memory bound, backpressure, cleanup, signals."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import xxhash
+
+from openspec_cli import api, pressure
+from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK
+from openspec_cli.cleanup import Cleanup, Priority
+from openspec_cli.engine import POOL_SIZE
+from openspec_cli.scheduler import BufferBank, Governor, Percentiles, chunk_ceiling_for
+
+
+def make_files(directory: Path, count: int, size: int) -> dict[str, bytes]:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(count * 31 + size)
+    files = {}
+    for i in range(count):
+        data = rng.randbytes(size)
+        (directory / f"f{i:04d}").write_bytes(data)
+        files[f"f{i:04d}"] = data
+    return files
+
+
+@pytest.mark.parametrize(
+    ("budget", "streams", "level", "expected"),
+    [
+        (64 * MIB, 1, pressure.Level.NONE, MAX_CHUNK),
+        (16 * MIB, 16, pressure.Level.NONE, 256 * KIB),
+        (16 * MIB, 16, pressure.Level.MODERATE, 128 * KIB),
+        (16 * MIB, 16, pressure.Level.HEAVY, 64 * KIB),
+        (16 * MIB, 16, pressure.Level.CRITICAL, MIN_CHUNK),
+        (POOL_SIZE * MIN_CHUNK, 4, pressure.Level.NONE, MIN_CHUNK),
+    ],
+)
+def test_chunk_ceiling_keeps_every_pool_within_the_budget(
+    budget: int, streams: int, level: pressure.Level, expected: int
+) -> None:
+    size = chunk_ceiling_for(budget, streams, level)
+    assert size == expected
+    assert size == MIN_CHUNK or streams * POOL_SIZE * size <= budget
+
+
+def test_buffer_bank_reuses_buffers_and_keeps_idle_ones_bounded() -> None:
+    bank = BufferBank(keep=2 * MIB)
+    first = bank.lend(4, 256 * KIB)
+    bank.give_back(first)
+    again = bank.lend(4, 256 * KIB)
+    assert {id(b.obj) for b in again} == {id(b.obj) for b in first}
+    bank.give_back(again + bank.lend(8, 256 * KIB))
+    assert bank.idle_bytes() <= 2 * MIB
+    bank.drop_idle()
+    assert bank.idle_bytes() == 0
+
+
+def test_percentiles_stay_bounded() -> None:
+    p = Percentiles(capacity=100)
+    for i in range(10_000):
+        p.add(i / 10_000)
+    assert len(p.samples) == 100
+    summary = p.summary()
+    assert summary["p50"] <= summary["p95"] <= summary["p99"] <= summary["max"]
+
+
+def test_cleanup_releases_by_priority_and_survives_failures() -> None:
+    cleanup = Cleanup()
+    order: list[str] = []
+    cleanup.register("cache", Priority.LOW, lambda: order.append("cache"))
+    cleanup.register("fd", Priority.IMMEDIATE, lambda: order.append("fd"))
+
+    def broken() -> None:
+        raise OSError("boom")
+
+    cleanup.register("buffer", Priority.HIGH, broken)
+    cleanup.register("stats", Priority.DEFERRED, lambda: order.append("stats"))
+    handle = cleanup.register("thread", Priority.NORMAL, lambda: order.append("thread"))
+    cleanup.forget(handle)
+    assert cleanup.release_all() == ["fd", "buffer", "cache", "stats"]
+    assert order == ["fd", "cache", "stats"]
+    assert [name for name, _ in cleanup.failures] == ["buffer"]
+    assert cleanup.pending() == []
+
+
+def test_emergency_releases_only_what_is_optional() -> None:
+    cleanup = Cleanup()
+    released: list[str] = []
+    for name, priority in [
+        ("fd", Priority.IMMEDIATE),
+        ("streams", Priority.HIGH),
+        ("cache", Priority.LOW),
+        ("history", Priority.DEFERRED),
+    ]:
+        cleanup.register(name, priority, functools.partial(released.append, name))
+    assert cleanup.emergency() == ["cache", "history"]
+    assert released == ["cache", "history"]
+    assert cleanup.pending() == ["fd", "streams", "cache", "history"]
+
+
+def test_sixteen_streams_copy_every_file_correctly(tmp_path: Path) -> None:
+    files = make_files(tmp_path / "src", 16, (1 << 20) + 4099)
+    (tmp_path / "out").mkdir()
+    report = api.copy(
+        [str(p) for p in sorted((tmp_path / "src").iterdir())], str(tmp_path / "out"), jobs=16
+    )
+    assert report.errors == []
+    assert len(report.files) == 16
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    by_dest = {Path(r.dest).name: r for r in report.files}
+    assert by_dest["f0003"].digest == xxhash.xxh3_128(files["f0003"]).hexdigest()
+    assert int(str(report.engine["peak_concurrency"])) > 1
+    assert int(str(report.engine["peak_engine_bytes"])) <= int(str(report.engine["ceiling"]))
+
+
+def test_memory_pressure_engages_the_controller_and_files_stay_correct(tmp_path: Path) -> None:
+    """A probe that reports an almost full machine: the level rises, streams are capped."""
+    files = make_files(tmp_path / "src", 6, 3 << 20)
+    (tmp_path / "out").mkdir()
+    probe = pressure.FixedProbe(used=90, total=100, rss=20 * MIB)
+    report = api.copy(
+        [str(p) for p in sorted((tmp_path / "src").iterdir())],
+        str(tmp_path / "out"),
+        jobs=6,
+        limit_rate=48 * MIB,
+        probe=probe,
+    )
+    assert report.errors == []
+    assert pressure.Level[report.highest_level] >= pressure.Level.MODERATE
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+
+
+def test_small_max_memory_shows_in_the_json_summary(tmp_path: Path) -> None:
+    # 12 MiB files want 128 KiB chunks: four streams want 2 MiB of buffers, all of the ceiling.
+    make_files(tmp_path / "src", 4, 12 << 20)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openspec_cli",
+            "copy",
+            "--json",
+            "-j",
+            "4",
+            "--max-memory",
+            "2M",
+            "--limit-rate",
+            "32M",
+            *sorted(str(p) for p in (tmp_path / "src").iterdir()),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    engine = json.loads(proc.stdout)["engine"]
+    assert engine["ceiling"] == 2 * MIB
+    assert engine["highest_level"] != "NONE"
+    assert sum(v for k, v in engine["time_in_levels"].items() if k != "NONE") > 0
+    assert engine["peak_engine_bytes"] <= 2 * MIB
+
+
+def test_one_big_file_on_a_healthy_machine_stays_at_none(tmp_path: Path) -> None:
+    make_files(tmp_path / "src", 1, 24 << 20)
+    report = api.copy(str(tmp_path / "src" / "f0000"), str(tmp_path / "copy"))
+    assert report.highest_level == "NONE"
+
+
+def test_thousands_of_files_leak_no_descriptors_or_memory(tmp_path: Path) -> None:
+    src = tmp_path / "tree"
+    make_files(src, 1500, 2048)
+    me = psutil.Process()
+
+    def copy_round(n: int) -> None:
+        api.copy(str(src), str(tmp_path / f"out{n}"), recursive=True, jobs=8, fsync=False)
+
+    copy_round(0)  # warm-up: imports, first allocations
+    fds, rss = me.num_fds(), me.memory_info().rss
+    for n in range(1, 3):
+        copy_round(n)
+    assert me.num_fds() == fds
+    assert me.memory_info().rss - rss < 8 * MIB
+    assert len(os.listdir(tmp_path / "out2")) == 1500
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore not installed")
+def test_no_cache_leaves_the_copy_out_of_the_page_cache(tmp_path: Path) -> None:
+    make_files(tmp_path / "src", 1, 48 << 20)
+    src = tmp_path / "src" / "f0000"
+
+    def resident(path: Path) -> int:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.split()[0])
+
+    api.copy(str(src), str(tmp_path / "cached"))
+    api.copy(str(src), str(tmp_path / "uncached"), no_cache=True)
+    assert resident(tmp_path / "cached") > 40 << 20
+    assert resident(tmp_path / "uncached") < 8 << 20
+    assert resident(src) < 8 << 20
+    assert (tmp_path / "uncached").read_bytes() == src.read_bytes()
+
+
+def test_sigint_stops_every_stream_and_resume_all_finishes_them(tmp_path: Path) -> None:
+    files = make_files(tmp_path / "src", 4, 3 << 20)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "openspec_cli",
+            "copy",
+            "-j",
+            "4",
+            "--limit-rate",
+            "4M",
+            *sorted(str(p) for p in (tmp_path / "src").iterdir()),
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "openspec: interrupted; resume with: openspec resume --all"
+    )
+    assert "Traceback" not in err
+    listed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "openspec_cli", "resume", "--list", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert listed
+    assert {row["state"] for row in listed} == {"resumable"}
+    subprocess.run([sys.executable, "-m", "openspec_cli", "resume", "--all", "-q"], check=True)
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+
+
+def test_progress_json_writes_ndjson_events(tmp_path: Path) -> None:
+    make_files(tmp_path / "src", 3, 4 << 20)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openspec_cli",
+            "copy",
+            "-j",
+            "3",
+            "--progress",
+            "json",
+            "--limit-rate",
+            "6M",
+            *sorted(str(p) for p in (tmp_path / "src").iterdir()),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    kinds = {e["event"] for e in events}
+    assert {"start", "finish", "sample", "engine", "level", "checkpoint"} <= kinds
+    assert sum(1 for e in events if e["event"] == "finish") == 3
+    assert "\x1b[" not in proc.stderr
+
+
+def test_progress_plain_prints_periodic_lines(tmp_path: Path) -> None:
+    make_files(tmp_path / "src", 1, 6 << 20)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "openspec_cli",
+            "copy",
+            "--progress",
+            "plain",
+            "--limit-rate",
+            "2M",
+            str(tmp_path / "src" / "f0000"),
+            str(tmp_path / "copy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    periodic = [line for line in proc.stderr.splitlines() if "moved" in line]
+    assert periodic
+    assert "pressure NONE" in periodic[0]
+
+
+def test_governor_caps_streams_when_pressure_rises() -> None:
+    now = [0.0]
+    governor = Governor(
+        8, probe=pressure.FixedProbe(used=95, total=100, rss=10 * MIB), clock=lambda: now[0]
+    )
+    assert governor.allowed == 8
+    for _ in range(3):
+        now[0] += 0.25
+        governor.tick()
+    assert governor.controller.level >= pressure.Level.MODERATE
+    assert governor.allowed <= 3
+    assert governor.snapshot()["level"] == governor.controller.level.name
