@@ -10,14 +10,16 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from openspec_cli import __version__, hashing
-from openspec_cli.engine import NullObserver, Observer, RateLimiter
+if TYPE_CHECKING:
+    from openspec_cli.engine import Observer, RateLimiter
+
+from openspec_cli import __version__
+from openspec_cli.algorithms import ALGORITHMS, DEFAULT_ALGO
 from openspec_cli.errors import (
     BrokenPipe,
     ExitCode,
@@ -39,7 +41,6 @@ JSON_SCHEMA_VERSION = 1
 PROG = "openspec"
 
 
-@dataclass
 class Settings:
     """Global flags that every command honours."""
 
@@ -118,12 +119,14 @@ def parse_size(text: str) -> int:
 
 
 def _limiter(rate: str | None) -> RateLimiter | None:
+    from openspec_cli.engine import RateLimiter
+
     return RateLimiter(parse_size(rate)) if rate else None
 
 
 def _check_algo(algo: str) -> str:
-    if algo not in hashing.ALGORITHMS:
-        raise typer.BadParameter(f"'{algo}' is not one of {', '.join(hashing.ALGORITHMS)}")
+    if algo not in ALGORITHMS:
+        raise typer.BadParameter(f"'{algo}' is not one of {', '.join(ALGORITHMS)}")
     return algo
 
 
@@ -148,6 +151,8 @@ def progress(
     events for logs, or nowhere (``-q``). ``auto`` writes no escape codes to a non-terminal."""
     if mode not in PROGRESS_MODES:
         raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not '{mode}'")
+    from openspec_cli.engine import NullObserver
+
     if quiet or mode == "none" or (mode == "auto" and as_json):
         yield NullObserver()
         return
@@ -193,7 +198,7 @@ AlgoOpt = Annotated[
         "-a",
         metavar="ALGO",
         callback=_check_algo,
-        help=f"Digest algorithm: {', '.join(hashing.ALGORITHMS)}.",
+        help=f"Digest algorithm: {', '.join(ALGORITHMS)}.",
     ),
 ]
 
@@ -232,7 +237,7 @@ def copy(
     verify: Annotated[
         bool, typer.Option("--verify", help="Re-read the written data and compare.")
     ] = False,
-    algo: AlgoOpt = hashing.DEFAULT_ALGO,
+    algo: AlgoOpt = DEFAULT_ALGO,
     sums: Annotated[
         str | None,
         typer.Option("--sums", metavar="FILE", help="Append sum lines for copied files."),
@@ -477,13 +482,13 @@ def cat(
         bool,
         typer.Option("--hash", help="Print the digest of everything written, on stderr."),
     ] = False,
-    algo: AlgoOpt = hashing.DEFAULT_ALGO,
+    algo: AlgoOpt = DEFAULT_ALGO,
     limit_rate: RateOpt = None,
     progress_mode: ProgressOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
-    from openspec_cli import streams
+    from openspec_cli import hashing, streams
 
     with handled():
         with progress("cat", progress_mode, quiet) as observer:
@@ -516,7 +521,7 @@ def verify(
             metavar="ALGO",
             callback=_check_optional_algo,
             help="Digest algorithm: "
-            f"{', '.join(hashing.ALGORITHMS)} (default xxh128; "
+            f"{', '.join(ALGORITHMS)} (default xxh128; "
             "with -c inferred per line).",
         ),
     ] = None,
@@ -546,7 +551,7 @@ def verify(
     progress_mode: ProgressOpt = "auto",
 ) -> None:
     """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
-    from openspec_cli import verifying
+    from openspec_cli import hashing, verifying
 
     with handled():
         targets = files or ["-"]
@@ -566,7 +571,7 @@ def verify(
             raise typer.Exit(verifying.run_check(targets, opts, limiter, _say))
         with progress("verify", progress_mode) as observer:
             code = verifying.run_digests(
-                targets, algo or hashing.DEFAULT_ALGO, tag, limiter, observer, _say
+                targets, algo or DEFAULT_ALGO, tag, limiter, observer, _say
             )
         raise typer.Exit(code)
 

@@ -25,6 +25,8 @@ from typing import Protocol, TypeAlias
 
 import xxhash
 
+from openspec_cli import algorithms
+
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 
@@ -71,7 +73,9 @@ _SPECS: dict[str, _Spec] = {
 }
 
 ALGORITHMS: tuple[str, ...] = tuple(_SPECS)
-DEFAULT_ALGO = "xxh128"
+if ALGORITHMS != algorithms.ALGORITHMS:  # the CLI's light copy of the names must agree
+    raise ImportError("openspec_cli.algorithms is out of step with hashing._SPECS")
+DEFAULT_ALGO = algorithms.DEFAULT_ALGO
 
 # Untagged lines only carry a length; where two algorithms share one, the first listed wins,
 # except XXH3-64, whose GNU lines always carry the XXH3_ prefix.
