@@ -43,16 +43,23 @@ def _stat_source(path: str) -> os.stat_result:
         raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
 
 
-def _kind_name(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
+_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def kind_name(mode: int) -> str:
+    """What a stat mode is, for messages: ``a FIFO``, ``a directory``, ..."""
+    for test, name in _KINDS:
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[Step]:
@@ -96,7 +103,7 @@ def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
 
 def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"cannot copy '{src}': {_kind_name(st.st_mode)}, not a regular file")
+        raise UsageError(f"cannot copy '{src}': {kind_name(st.st_mode)}, not a regular file")
     target_st = _lstat(target)
     if target_st is not None:
         if stat.S_ISDIR(target_st.st_mode):
@@ -132,7 +139,7 @@ def _walk_tree(src: str, target: str) -> Iterator[Step]:
                 _check_file_target_in_tree(child_src, st, child_dst)
                 yield Step("file", child_src, child_dst)
             else:
-                raise UsageError(f"cannot copy '{child_src}': {_kind_name(st.st_mode)}")
+                raise UsageError(f"cannot copy '{child_src}': {kind_name(st.st_mode)}")
 
 
 def _check_file_target_in_tree(src: str, st: os.stat_result, target: str) -> None:

@@ -27,6 +27,7 @@ from openspec_cli.errors import (
     describe_os_error,
     from_os_error,
 )
+from openspec_cli.plan import kind_name
 
 STDIN = "-"
 #: After Ctrl-C, how long cat waits for a write into a stalled pipe before leaving it behind.
@@ -249,21 +250,9 @@ def compare_trees(left: str, right: str) -> list[Difference]:
 def _kind(path: str) -> str:
     """What is at ``path``, without following symlinks or opening it (a FIFO would block)."""
     try:
-        mode = os.lstat(path).st_mode
+        return kind_name(os.lstat(path).st_mode)
     except FileNotFoundError:
         return "missing"
-    for test, name in (
-        (stat.S_ISLNK, "a symlink"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISREG, "a file"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def _tree_entries(root: str) -> set[str]:
