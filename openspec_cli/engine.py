@@ -10,6 +10,7 @@ on their own schedule (see ``ui``), which keeps the hot loop free of callbacks.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import queue
 import stat
@@ -387,17 +388,31 @@ class Pump:
 WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's ``sync_file_range`` (Linux), which Python's os module does not offer."""
+_LIBC_SIGNATURES = {
+    "sync_file_range": ("c_int", "c_int64", "c_int64", "c_uint"),
+    "fallocate": ("c_int", "c_int", "c_int64", "c_int64"),
+}
+
+
+@functools.cache
+def libc_call(name: str) -> Callable[..., int] | None:
+    """A Linux libc function Python's os module lacks (looked up once), or None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
 
-    func = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    func = getattr(ctypes.CDLL(None, use_errno=True), name, None)
     if func is None:
         return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return cast("Callable[[int, int, int, int], int]", func)
+    func.argtypes = [getattr(ctypes, t) for t in _LIBC_SIGNATURES[name]]
+    return cast("Callable[..., int]", func)
+
+
+def libc_errno() -> int:
+    """errno left by the last :func:`libc_call` function on this thread."""
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def file_sink(fd: int, writeback: bool = False, drop_cache: bool = False) -> Sink:
@@ -412,7 +427,7 @@ def file_sink(fd: int, writeback: bool = False, drop_cache: bool = False) -> Sin
     dropped from the page cache, so copying a file larger than RAM does not evict everyone
     else's cached data. Waiting one window behind keeps the device busy meanwhile.
     """
-    sync_range = _sync_file_range() if (writeback or drop_cache) else None
+    sync_range = libc_call("sync_file_range") if (writeback or drop_cache) else None
     if sync_range is None:
 
         def sink(view: memoryview) -> None:

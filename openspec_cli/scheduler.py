@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openspec_cli import pressure
+from openspec_cli.checkpoint import Checkpoint, list_all
 from openspec_cli.chunking import MAX_CHUNK, MIN_CHUNK, initial_chunk_size
 from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, EngineView, NullObserver, Observer, StreamStats
@@ -92,6 +93,8 @@ class BufferBank:
         with self._lock:
             spare = self._free.get(size, [])
             taken = [spare.pop() for _ in range(min(count, len(spare)))]
+            if len(taken) < count:  # the size regime changed: idle buffers of others go
+                self._free = {size: spare}
         return taken + [memoryview(bytearray(size)) for _ in range(count - len(taken))]
 
     def give_back(self, buffers: list[memoryview]) -> None:
@@ -100,6 +103,15 @@ class BufferBank:
             for buf in buffers:
                 if self._idle() + len(buf) <= self.keep:
                     self._free.setdefault(len(buf), []).append(buf)
+
+    def resize(self, keep: int) -> None:
+        """A new operation's budget: idle buffers beyond it are released now."""
+        with self._lock:
+            self.keep = keep
+            for size in sorted(self._free, reverse=True):
+                bufs = self._free[size]
+                while bufs and self._idle() > keep:
+                    bufs.pop()
 
     def idle_bytes(self) -> int:
         """Bytes held in idle buffers."""
@@ -113,6 +125,11 @@ class BufferBank:
 
     def _idle(self) -> int:
         return sum(len(b) for bufs in self._free.values() for b in bufs)
+
+
+#: One bank per process: repeated operations (a library caller, bench) reuse the same buffers
+#: instead of leaving the allocator to hold on to freed ones.
+SHARED_BANK = BufferBank(0)
 
 
 def chunk_ceiling_for(budget: int, streams: int, level: pressure.Level) -> int:
@@ -153,7 +170,8 @@ class Governor:
         self.window = pressure.LatencyWindow(clock=clock)
         self.latencies = Percentiles()
         self.cleanup = Cleanup()
-        self.bank = BufferBank(self.budget)
+        self.bank = SHARED_BANK
+        self.bank.resize(self.budget)
         self.cleanup.register("idle buffers", Priority.LOW, self.bank.drop_idle)
         self.reading = first
         self.cond = threading.Condition()
@@ -227,7 +245,10 @@ class Governor:
 
     def lend(self, count: int, size: int) -> list[memoryview]:
         """Buffers for a stream, reused from streams that finished (no growth over many files)."""
-        return self.bank.lend(count, size)
+        buffers = self.bank.lend(count, size)
+        held = self.engine_bytes() + count * size  # the stream records its share just after
+        self.peak_engine_bytes = max(self.peak_engine_bytes, held)
+        return buffers
 
     def give_back(self, buffers: list[memoryview]) -> None:
         """Keep a finished stream's buffers for the next one."""
@@ -457,10 +478,11 @@ def copy_all(
     options = dataclasses.replace(options, pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
     file_steps = prepare_tree(steps, options)
+    known = known_transfers()
 
     def task(step: Step) -> Callable[[], object]:
         def run() -> FileResult:
-            result = copy_file(step.source, step.dest, options, watched)
+            result = copy_file(step.source, step.dest, options, watched, known)
             record_sum(options, result)
             recent.add(step.dest)
             return result
@@ -490,6 +512,11 @@ def copy_all(
         engine_summary(governor, time.monotonic() - started),
         errors,
     )
+
+
+def known_transfers() -> dict[tuple[str, str], Checkpoint]:
+    """Interrupted transfers by (source, dest), read once per operation (newest wins)."""
+    return {(cp.source.path, cp.dest): cp for cp in list_all() if isinstance(cp, Checkpoint)}
 
 
 def _run_serially(tasks: list[Callable[[], object]], governor: Governor) -> list[object]:

@@ -14,17 +14,16 @@ import dataclasses
 import errno
 import os
 import stat
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from openspec_cli import checkpoint as ckpt
 from openspec_cli import hashing, retry
 from openspec_cli.checkpoint import PARTIAL_SUFFIX, Checkpoint
-from openspec_cli.chunking import MAX_CHUNK
+from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER
 from openspec_cli.engine import (
     NullObserver,
     Observer,
@@ -34,6 +33,8 @@ from openspec_cli.engine import (
     StreamStats,
     drop_read_cache,
     file_sink,
+    libc_call,
+    libc_errno,
 )
 from openspec_cli.errors import (
     ExitCode,
@@ -143,17 +144,9 @@ def _preallocate(fd: int, size: int) -> None:
     on. Filesystems without fallocate simply skip this (glibc's posix_fallocate would instead
     write zeros over the whole file).
     """
-    if size <= 0 or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    fallocate = getattr(libc, "fallocate", None)
-    if fallocate is None:
-        return
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    if fallocate(fd, 1, 0, size) != 0:
-        err = ctypes.get_errno()
+    fallocate = libc_call("fallocate") if size > 0 else None
+    if fallocate is not None and fallocate(fd, 1, 0, size) != 0:
+        err = libc_errno()
         if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise OSError(err, os.strerror(err))
 
@@ -237,6 +230,7 @@ class Transfer:
         self.stats = StreamStats(name=os.path.basename(cp.source.path), total=cp.size)
         self.stats.done = offset
         self.stats.transfer_id = cp.id
+        self.persist = cp.size >= STREAMING_TRIGGER
         self._saved_at = time.monotonic()
 
     # -- the copy loop ------------------------------------------------------------------
@@ -250,10 +244,11 @@ class Transfer:
             return self._finish()
         except (KeyboardInterrupt, Interrupted) as exc:
             code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+            if not self.persist:
+                self._abandon()
+                raise Interrupted("interrupted", code) from None
             self._keep("interrupted")
-            raise Interrupted(
-                f"interrupted; resume with: openspec resume {self.cp.id}", code
-            ) from None
+            raise Interrupted(f"interrupted; resume with: {self.resume_hint()}", code) from None
         except SourceChangedError as exc:
             self._abandon()
             raise SourceChangedError(f"{exc.message}; the partial copy was removed") from None
@@ -308,8 +303,17 @@ class Transfer:
         offset, snap = self.last
         if offset > (self.cp.points[-1].offset if self.cp.points else 0):
             self.cp.add_point(offset, snap.hexdigest())
-        ckpt.save(self.cp)
-        self.stats.checkpoints += 1
+        self._save()
+
+    def _save(self) -> None:
+        """Write the sidecar; files under the streaming trigger have none (nothing to save)."""
+        if self.persist:
+            ckpt.save(self.cp)
+            self.stats.checkpoints += 1
+
+    def resume_hint(self) -> str:
+        """How to continue after a stop: resume a checkpoint, or (small files) copy again."""
+        return f"openspec resume {self.cp.id}" if self.persist else "the same copy again"
 
     def _record_retry(self, err: OSError) -> None:
         self.cp.retries.append(
@@ -322,7 +326,7 @@ class Transfer:
         )
         self.cp.last_error = describe_os_error(err)
         self.stats.retries += 1
-        ckpt.save(self.cp)
+        self._save()
 
     def _rewind(self) -> None:
         """After a transient error: reopen the source, check it, go back to the last commit."""
@@ -342,10 +346,13 @@ class Transfer:
     def _fail(self, err: OSError) -> None:
         """A permanent error: keep everything for ``resume`` and say how to continue."""
         reason = describe_os_error(err)
-        self._keep(reason)
+        if self.persist:
+            self._keep(reason)
+        else:
+            self._abandon()
         raise TransferIOError(
             f"'{self.cp.source.path}' -> '{self.cp.dest}': {reason}; {retry.advice(err)}, "
-            f"then run: openspec resume {self.cp.id}"
+            f"then run: {self.resume_hint()}"
         ) from err
 
     def _keep(self, reason: str) -> None:
@@ -469,7 +476,8 @@ def _start_open(
         owner=ckpt.Owner.current(),
         options=options.persistent(),
     )
-    ckpt.save(cp)
+    if st.st_size >= STREAMING_TRIGGER:  # smaller files are quicker to copy again than to resume
+        ckpt.save(cp)
     try:
         out_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as err:
@@ -566,13 +574,22 @@ def discard(cp: Checkpoint) -> None:
 
 
 def copy_file(
-    src: str, dest: str, options: CopyOptions, observer: Observer | None = None
+    src: str,
+    dest: str,
+    options: CopyOptions,
+    observer: Observer | None = None,
+    known: Mapping[tuple[str, str], Checkpoint] | None = None,
 ) -> FileResult:
-    """Copy one regular file; picks up an interrupted transfer of the same pair by itself."""
+    """Copy one regular file; picks up an interrupted transfer of the same pair by itself.
+
+    ``known`` maps (source, dest) to checkpoints already read, so a tree of many files reads
+    the state directory once rather than once per file.
+    """
     observer = observer or NullObserver()
     if options.no_clobber and os.path.lexists(dest):
         return FileResult(src, dest, 0, options.algo, None, 0.0, skipped=True)
-    earlier = ckpt.find_for(os.path.abspath(src), os.path.abspath(dest))
+    key = (os.path.abspath(src), os.path.abspath(dest))
+    earlier = known.get(key) if known is not None else ckpt.find_for(*key)
     if earlier is not None:
         state = ckpt.state_of(earlier)
         if state.startswith("running"):
