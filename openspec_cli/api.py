@@ -114,7 +114,7 @@ def cat(
 
 def hash_file(path: str, algo: str = hashing.DEFAULT_ALGO) -> str:
     """Hex digest of a file, as ``xxh128sum`` (or the tool for ``algo``) prints it."""
-    return transfer.hash_path(path, algo)
+    return streams.hash_path(path, algo)
 
 
 def compare(left: str, right: str, *, recursive: bool = False) -> list[Difference]:

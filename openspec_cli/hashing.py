@@ -15,13 +15,12 @@ Conventions, checked against the coreutils 9.1 and xxhsum 0.8.1 binaries and xxh
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, cast
 
 import xxhash
 
@@ -50,12 +49,20 @@ class _Spec:
     xxhsum: bool = False  # written by the xxhsum family (which names stdin "stdin")
 
 
-def _md5() -> Hasher:
-    return hashlib.md5(usedforsecurity=False)  # checksums, not security: keep FIPS hosts working
+def _openssl(name: str, for_security: bool = True) -> Callable[[], Hasher]:
+    """A factory that imports hashlib (OpenSSL, ~6 ms) only when such a digest is asked for.
 
+    md5 and sha1 are marked not-for-security: checksums, so FIPS hosts keep working.
+    """
 
-def _sha1() -> Hasher:
-    return hashlib.sha1(usedforsecurity=False)
+    def make() -> Hasher:
+        import hashlib
+
+        if for_security:
+            return cast(Hasher, hashlib.new(name))
+        return cast(Hasher, hashlib.new(name, usedforsecurity=False))
+
+    return make
 
 
 _SPECS: dict[str, _Spec] = {
@@ -63,13 +70,13 @@ _SPECS: dict[str, _Spec] = {
     "xxh3": _Spec(xxhash.xxh3_64, 16, "XXH3", xxhsum=True),
     "xxh64": _Spec(xxhash.xxh64, 16, "XXH64", xxhsum=True),
     "xxh32": _Spec(xxhash.xxh32, 8, "XXH32", xxhsum=True),
-    "sha256": _Spec(hashlib.sha256, 64, "SHA256"),
-    "sha1": _Spec(_sha1, 40, "SHA1"),
-    "md5": _Spec(_md5, 32, "MD5"),
-    "blake2b": _Spec(hashlib.blake2b, 128, "BLAKE2b"),
-    "sha224": _Spec(hashlib.sha224, 56, "SHA224"),
-    "sha384": _Spec(hashlib.sha384, 96, "SHA384"),
-    "sha512": _Spec(hashlib.sha512, 128, "SHA512"),
+    "sha256": _Spec(_openssl("sha256"), 64, "SHA256"),
+    "sha1": _Spec(_openssl("sha1", for_security=False), 40, "SHA1"),
+    "md5": _Spec(_openssl("md5", for_security=False), 32, "MD5"),
+    "blake2b": _Spec(_openssl("blake2b"), 128, "BLAKE2b"),
+    "sha224": _Spec(_openssl("sha224"), 56, "SHA224"),
+    "sha384": _Spec(_openssl("sha384"), 96, "SHA384"),
+    "sha512": _Spec(_openssl("sha512"), 128, "SHA512"),
 }
 
 ALGORITHMS: tuple[str, ...] = tuple(_SPECS)

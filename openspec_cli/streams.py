@@ -50,6 +50,33 @@ def enlarge_pipe(fd: int, size: int = MAX_CHUNK) -> None:
         return
 
 
+def hash_path(
+    path: str,
+    algo: str,
+    stats: StreamStats | None = None,
+    drop_cache: bool = False,
+    limiter: RateLimiter | None = None,
+) -> str:
+    """Digest of the file at ``path``; ``drop_cache`` asks the OS to read it from the device."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise from_os_error(err, path) from err
+    try:
+        size = os.fstat(fd).st_size
+        if drop_cache and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        hasher = hashing.new_hasher(algo)
+        stats = stats or StreamStats(name=path, total=size)
+        try:
+            Pump(fd, stats, hasher=hasher, limiter=limiter).run()
+        except OSError as err:
+            raise TransferIOError(f"error reading '{path}': {describe_os_error(err)}") from err
+        return hasher.hexdigest()
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class CatResult:
     """What ``cat`` moved, and the digest of everything it wrote when one was asked for."""

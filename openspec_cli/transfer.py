@@ -48,6 +48,7 @@ from openspec_cli.errors import (
 )
 from openspec_cli.hashing import Hasher
 from openspec_cli.plan import Step
+from openspec_cli.streams import hash_path
 
 __all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "prepare_tree", "resume"]
 
@@ -149,33 +150,6 @@ def _preallocate(fd: int, size: int) -> None:
         err = libc_errno()
         if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise OSError(err, os.strerror(err))
-
-
-def hash_path(
-    path: str,
-    algo: str,
-    stats: StreamStats | None = None,
-    drop_cache: bool = False,
-    limiter: RateLimiter | None = None,
-) -> str:
-    """Digest of the file at ``path``; ``drop_cache`` asks the OS to read it from the device."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as err:
-        raise from_os_error(err, path) from err
-    try:
-        size = os.fstat(fd).st_size
-        if drop_cache and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        hasher = hashing.new_hasher(algo)
-        stats = stats or StreamStats(name=path, total=size)
-        try:
-            Pump(fd, stats, hasher=hasher, limiter=limiter).run()
-        except OSError as err:
-            raise TransferIOError(f"error reading '{path}': {describe_os_error(err)}") from err
-        return hasher.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def verified_prefix(

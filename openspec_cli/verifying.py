@@ -13,8 +13,7 @@ from collections.abc import Callable
 from openspec_cli import hashing
 from openspec_cli.engine import NullObserver, Observer, Pump, RateLimiter, StreamStats
 from openspec_cli.errors import ExitCode, OpenspecError, TransferIOError, describe_os_error
-from openspec_cli.streams import STDIN, compare_files, compare_trees, require_identical
-from openspec_cli.transfer import hash_path
+from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path, require_identical
 
 Say = Callable[[str], None]
 
