@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import math
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -143,6 +142,7 @@ class SystemProbe:
         self.cgroup_root = cgroup_root
         self.proc_cgroup = proc_cgroup
         self._process: psutil.Process | None = None
+        self._started = False
 
     def read(self, engine_bytes: int, ceiling: int) -> MemoryReading:
         """Read process, system and container memory now (a few small file reads)."""
@@ -154,13 +154,13 @@ class SystemProbe:
         return MemoryReading(rss, engine_bytes, ceiling, used, total, source)
 
     def _process_and_system(self) -> tuple[int, int, int]:
-        """RSS, used and total memory: psutil, or, until psutil has been imported, the same
-        /proc figures read directly (importing psutil costs ~25 ms, more than a small copy;
-        it is imported on a background thread meanwhile)."""
-        if self._process is None and "psutil" not in sys.modules:
+        """RSS, used and total memory. The first reading (at start-up) takes the same /proc
+        figures psutil would, directly: importing psutil costs ~25 ms, more than a small copy
+        takes. The monitor's later readings, a quarter second on, use psutil."""
+        if not self._started:
+            self._started = True
             quick = _proc_reading()
             if quick is not None:
-                threading.Thread(target=_import_psutil, name="openspec-psutil", daemon=True).start()
                 return quick
         import psutil
 
@@ -169,10 +169,6 @@ class SystemProbe:
         vm = psutil.virtual_memory()
         # "available" already counts reclaimable cache as free, like the cgroup working set.
         return self._process.memory_info().rss, vm.total - vm.available, vm.total
-
-
-def _import_psutil() -> None:
-    import psutil  # noqa: F401  - warms the import for the monitor's next reading
 
 
 def _proc_reading() -> tuple[int, int, int] | None:
