@@ -131,6 +131,8 @@ def _check_space(dest_dir: str, needed: int, src: str, dest: str) -> None:
         vfs = os.statvfs(dest_dir)
     except OSError:
         return
+    if vfs.f_blocks == 0:  # a pseudo filesystem (proc, sysfs) reports no size: nothing to judge
+        return
     free = vfs.f_bavail * vfs.f_frsize
     if needed > free:
         raise TransferIOError(

@@ -608,3 +608,15 @@ def test_source_that_changes_while_copied_is_refused(
     assert "changed" in line
     assert not (tmp_path / "dest").exists()
     assert partials(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="no /proc filesystem here")
+def test_pseudo_filesystem_target_is_not_reported_as_full(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """/proc reports no blocks at all; that must not read as 'No space left on device'."""
+    write_random(tmp_path / "a", 2 * 1024 * 1024)
+    result = invoke(runner, ["copy", str(tmp_path / "a"), "/proc/openspec-test"])
+    assert result.exit_code != 0
+    assert "No space left" not in result.stderr
+    assert "/proc/openspec-test" in result.stderr
