@@ -97,8 +97,21 @@ def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
         if reason:
             raise UsageError(f"cannot create directory '{target}': {reason}")
         return list(_walk_tree(src, target))
-    _check_file_target(src, st, target)
-    return [Step("file", src, target)]
+    _check_file_target(src, st, target)  # first as named, so messages use the user's name
+    resolved = _through_symlink(target)
+    if resolved != target:
+        _check_file_target(src, st, resolved)
+    return [Step("file", src, resolved)]
+
+
+def _through_symlink(target: str) -> str:
+    """Like cp, write through a symlink at the destination to the file it names; refuse a
+    dangling one rather than create a file somewhere unexpected."""
+    if not os.path.islink(target):
+        return target
+    if not os.path.exists(target):
+        raise UsageError(f"not writing through dangling symlink '{target}'")
+    return os.path.realpath(target)
 
 
 def _check_file_target(src: str, st: os.stat_result, target: str) -> None:

@@ -620,3 +620,22 @@ def test_pseudo_filesystem_target_is_not_reported_as_full(
     assert result.exit_code != 0
     assert "No space left" not in result.stderr
     assert "/proc/openspec-test" in result.stderr
+
+
+def test_destination_symlink_is_written_through_like_cp(runner: CliRunner, tmp_path: Path) -> None:
+    data = write_random(tmp_path / "a", 4096)
+    (tmp_path / "real").write_bytes(b"old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    result = invoke(runner, ["copy", str(tmp_path / "a"), str(tmp_path / "link")])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "real").read_bytes() == data
+
+
+def test_dangling_destination_symlink_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 4096)
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    result = invoke(runner, ["copy", str(tmp_path / "a"), str(tmp_path / "link")])
+    assert result.exit_code == 2
+    assert "dangling symlink" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
