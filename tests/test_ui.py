@@ -119,3 +119,42 @@ def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
     assert "chunk" in text
     assert "copied 1 file(s), 3.0 MiB" in text
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+
+
+class FakeEngine:
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "level": "MODERATE",
+            "score": {"total": 47.0, "memory": 20.0, "streams": 20.0, "latency": 7.0},
+            "memory_used": 12 << 20,
+            "ceiling": 24 << 20,
+            "active": 3,
+            "allowed": 3,
+        }
+
+
+def test_engine_footer_shows_level_score_split_memory_and_streams() -> None:
+    board = Dashboard("copy", clock=Clock())
+    board.engine_attached(FakeEngine())
+    stats = StreamStats(name="a.bin", total=8 << 20, chunk_size=128 << 10, transfer_id="0a1b2c3d")
+    stats.checkpoints, stats.retries = 4, 1
+    board.stream_started(stats)
+    text = render_text(board)
+    assert "a.bin [0a1b2c3d]" in text
+    assert "pressure MODERATE (score 47: memory 20 / streams 20 / latency 7)" in text
+    assert "memory 12.0 MiB / 24.0 MiB" in text
+    assert "streams 3/3" in text
+    assert "4 checkpoints | 1 retries" in text
+
+
+def test_finished_streams_are_folded_into_counters() -> None:
+    board = Dashboard("copy", clock=Clock())
+    for i in range(1000):
+        stats = StreamStats(name=f"f{i}", total=10)
+        board.stream_started(stats)
+        stats.done = 10
+        board.stream_finished(stats)
+    assert board.active == []
+    assert board.done_files == 1000
+    assert board.done_bytes == 10_000
+    assert "1000 done, 0 active" in render_text(board)
