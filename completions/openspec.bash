@@ -38,7 +38,7 @@ _openspec() {
             'openspec verify') node='openspec verify' ;;
             'openspec bench') node='openspec bench' ;;
             'openspec copy -a'|'openspec copy --algo'|'openspec copy --sums'|'openspec copy --checkpoint-every'|'openspec copy -j'|'openspec copy --jobs'|'openspec copy --max-memory'|'openspec copy -L'|'openspec copy --limit-rate'|'openspec copy --progress') pending=$word ;;
-            'openspec resume --discard'|'openspec resume --older-than'|'openspec resume -L'|'openspec resume --limit-rate'|'openspec resume --progress') pending=$word ;;
+            'openspec resume --discard'|'openspec resume --older-than'|'openspec resume --in'|'openspec resume -L'|'openspec resume --limit-rate'|'openspec resume --progress') pending=$word ;;
             'openspec cat -a'|'openspec cat --algo'|'openspec cat -L'|'openspec cat --limit-rate'|'openspec cat --progress') pending=$word ;;
             'openspec verify -a'|'openspec verify --algo'|'openspec verify --against'|'openspec verify -L'|'openspec verify --limit-rate'|'openspec verify --progress') pending=$word ;;
             'openspec bench --sizes'|'openspec bench --concurrency'|'openspec bench --dir'|'openspec bench --json'|'openspec bench --baseline'|'openspec bench --max-regression') pending=$word ;;
@@ -48,6 +48,7 @@ _openspec() {
         case "$node $pending" in
             'openspec copy -a'|'openspec copy --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
             'openspec copy --sums') _openspec_reply_files "$cur" ;;
+            'openspec resume --in') _openspec_reply_files "$cur" ;;
             'openspec cat -a'|'openspec cat --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
             'openspec verify -a'|'openspec verify --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
             'openspec verify --against') _openspec_reply_files "$cur" ;;
@@ -61,7 +62,7 @@ _openspec() {
         case $node in
         openspec) _openspec_reply_words '--version --debug --help -V -h' "$cur" ;;
         'openspec copy') _openspec_reply_words '--recursive --no-clobber --verify --algo --sums --no-fsync --restart --checkpoint-every --jobs --max-memory --no-cache --limit-rate --json --progress --quiet --help -r -R -n -a -j -L -q -h' "$cur" ;;
-        'openspec resume') _openspec_reply_words '--list --all --restart --discard --prune --older-than --limit-rate --progress --json --quiet --help -l -L -q -h' "$cur" ;;
+        'openspec resume') _openspec_reply_words '--list --all --restart --discard --prune --older-than --in --limit-rate --progress --json --quiet --help -l -L -q -h' "$cur" ;;
         'openspec cat') _openspec_reply_words '--hash --algo --limit-rate --progress --quiet --help -a -L -q -h' "$cur" ;;
         'openspec verify') _openspec_reply_words '--check --algo --tag --against --recursive --quiet --status --strict --ignore-missing --warn --limit-rate --progress --help -c -a -r -R -w -L -h' "$cur" ;;
         'openspec bench') _openspec_reply_words '--quick --sizes --concurrency --dir --json --baseline --max-regression --help -h' "$cur" ;;

@@ -23,7 +23,7 @@ function __openspec_node --description 'Print the openspec command being complet
                 set node 'openspec bench'
             case 'openspec copy -a' 'openspec copy --algo' 'openspec copy --sums' 'openspec copy --checkpoint-every' 'openspec copy -j' 'openspec copy --jobs' 'openspec copy --max-memory' 'openspec copy -L' 'openspec copy --limit-rate' 'openspec copy --progress'
                 set skip 1
-            case 'openspec resume --discard' 'openspec resume --older-than' 'openspec resume -L' 'openspec resume --limit-rate' 'openspec resume --progress'
+            case 'openspec resume --discard' 'openspec resume --older-than' 'openspec resume --in' 'openspec resume -L' 'openspec resume --limit-rate' 'openspec resume --progress'
                 set skip 1
             case 'openspec cat -a' 'openspec cat --algo' 'openspec cat -L' 'openspec cat --limit-rate' 'openspec cat --progress'
                 set skip 1
@@ -72,6 +72,7 @@ complete -c openspec -n "__openspec_at 'openspec resume'" -l restart -d 'Copy fr
 complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -d 'Remove a transfer\'s checkpoint and partial'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l prune -d 'Remove orphaned checkpoints and partial files'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l older-than -x -d 'With --prune: also remove transfers idle this long (e.g. 7d)'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l in -r -F -d 'With --prune: also look for orphaned partial files in DIR (repeatable)'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s (e.g. 20M); binary units like pv -L'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l json -d 'Print a JSON summary on stdout'

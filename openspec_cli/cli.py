@@ -441,6 +441,14 @@ def resume(
             help="With --prune: also remove transfers idle this long (e.g. 7d).",
         ),
     ] = None,
+    prune_dirs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--in",
+            metavar="DIR",
+            help="With --prune: also look for orphaned partial files in DIR (repeatable).",
+        ),
+    ] = None,
     limit_rate: RateOpt = None,
     progress_mode: ProgressOpt = "auto",
     as_json: JsonOpt = False,
@@ -455,7 +463,8 @@ def resume(
             if not quiet:
                 _say(f"discarded transfer {discard}")
         elif prune:
-            for line in api.prune(parse_age(older_than) if older_than else None):
+            age = parse_age(older_than) if older_than else None
+            for line in api.prune(age, prune_dirs or ()):
                 if not quiet:
                     _say(f"removed {line}")
         elif list_ or (transfer_id is None and not all_):

@@ -276,3 +276,20 @@ def test_prune_removes_checkpoints_whose_partial_is_gone(
     proc = openspec("resume", "--prune", env=env, check=True)
     assert tid in proc.stderr
     assert transfers(env) == []
+
+
+def test_prune_in_a_directory_removes_partials_with_no_checkpoint(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    orphan = tmp_path / ".big.iso.0badcafe.openspec-part"
+    orphan.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    keep = tmp_path / "big.iso"
+    keep.write_bytes(b"y")
+    openspec("resume", "--prune", env=env, check=True)
+    assert orphan.exists()  # not looked for unless asked: the state dir knows nothing of it
+    proc = openspec("resume", "--prune", "--in", str(tmp_path), env=env, check=True)
+    assert not orphan.exists()
+    assert keep.exists()
+    assert str(orphan) in proc.stderr
