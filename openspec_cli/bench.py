@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from openspec_cli import units
 from openspec_cli.bench_instruments import CopyRun as CopyRun
 from openspec_cli.bench_instruments import RssSampler as RssSampler
 from openspec_cli.bench_instruments import cp_command
@@ -88,18 +88,13 @@ QUICK = Config(
     recovery_file=4 * MIB,
 )
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
-    """``10M`` -> 10485760: binary units, as everywhere in openspec."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"--sizes: '{text}' is not a size (examples: 1M, 100M, 1G)")
-    value = int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
-    if value <= 0:
-        raise UsageError(f"--sizes: '{text}' must be more than zero bytes")
-    return value
+    """``10M`` -> 10485760: binary units, as everywhere in openspec (:mod:`units`)."""
+    try:
+        return units.parse_size(text)
+    except ValueError as err:
+        raise UsageError(f"--sizes: {err}") from None
 
 
 def parse_streams(text: str) -> int:

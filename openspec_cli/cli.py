@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from openspec_cli.engine import Observer, RateLimiter
 
-from openspec_cli import __version__
+from openspec_cli import __version__, units
 from openspec_cli.algorithms import ALGORITHMS, DEFAULT_ALGO
 from openspec_cli.errors import (
     BrokenPipe,
@@ -103,19 +103,13 @@ def handled() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- option parsing
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
-    """``20M`` -> 20971520. Binary multipliers, like ``pv -L`` and ``rsync --bwlimit``."""
-    match = _SIZE.match(text)
-    if not match:
-        raise typer.BadParameter(f"'{text}' is not a size (examples: 512K, 20M, 1.5G)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    value = int(number * 1024 ** "kmgtp".find(unit) * 1024) if unit else int(number)
-    if value <= 0:
-        raise typer.BadParameter(f"'{text}' must be more than zero")
-    return value
+    """``20M`` -> 20971520 (see :mod:`openspec_cli.units`), as a typer parameter error."""
+    try:
+        return units.parse_size(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def _limiter(rate: str | None) -> RateLimiter | None:

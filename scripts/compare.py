@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -53,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+
+from openspec_cli import units
 
 SCHEMA = 1
 MIB = 1 << 20
@@ -93,18 +94,13 @@ class Stopped(BaseException):
 
 # ---------------------------------------------------------------------------- arguments
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
-    """``4M`` -> 4194304; binary units, like the tools being compared."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a size (examples: 4M, 512K, 1G)")
-    value = int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " "))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be more than zero bytes")
-    return value
+    """``4M`` -> 4194304; binary units, like the tools being compared (openspec's own parser)."""
+    try:
+        return units.parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _positive(text: str) -> int:
