@@ -189,7 +189,6 @@ class Pump:
     pool_size: int = POOL_SIZE
     commit_every: int = 0
     on_commit: CommitHook | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
     pacer: Pacer | None = None
     drop_source_cache: bool = False
     #: On an interrupt, how long to wait for a write already in progress; None waits for it
@@ -288,7 +287,7 @@ class Pump:
 
     def _loop_inline(self, buf: memoryview) -> None:
         pending = 0
-        while not self.stop.is_set():
+        while True:
             self._throttle(pending)  # pace for the last chunk before timing the next one
             started = self._gate()
             n = self._read(buf)
@@ -344,7 +343,7 @@ class Pump:
         worker.start()
         pending = 0
         try:
-            while not failure and not self.stop.is_set():
+            while not failure:
                 buf = pool.take()
                 self._throttle(pending)  # pace for the last chunk before timing the next one
                 started = self._gate()

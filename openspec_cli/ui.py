@@ -192,13 +192,6 @@ class LivePanel:
         self._live.__exit__(None, None, None)
 
 
-def make_console(stream: TextIO) -> Console:
-    """A console for one-off lines (summaries) that respects NO_COLOR and non-terminals."""
-    from rich.console import Console
-
-    return Console(file=stream, highlight=False, soft_wrap=True)
-
-
 class ProgressLog(Dashboard):
     """Progress for logs and machines: plain lines or NDJSON events on a non-terminal stream.
 
