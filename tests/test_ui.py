@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -73,9 +74,8 @@ def test_dashboard_shows_each_stream_rate_and_chunk() -> None:
     assert "1 done, 0 active" in render_text(board)
 
 
-def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
-    src = tmp_path / "payload.bin"
-    src.write_bytes(os.urandom(3 << 20))
+def run_in_pty(tmp_path: Path, src: Path, extra_env: dict[str, str]) -> str:
+    """Run a paced copy with stderr on a real pseudo-terminal; return what it drew."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [
@@ -91,7 +91,7 @@ def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=slave,
-        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"},
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", **extra_env},
     )
     os.close(slave)
     seen = b""
@@ -112,13 +112,32 @@ def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 0
     assert proc.stdout is not None
     assert proc.stdout.read() == b""
-    text = seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    text = run_in_pty(tmp_path, src, {})
     assert "\x1b[" in text  # drawn with terminal control sequences
     assert "payload.bin" in text
     assert "MiB/s" in text
     assert "chunk" in text
     assert "copied 1 file(s), 3.0 MiB" in text
     assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+
+
+COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-9]|9[0-7]|38;)")
+
+
+def test_no_color_keeps_the_panel_but_drops_colour(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    coloured = run_in_pty(tmp_path, src, {})
+    plain = run_in_pty(tmp_path, src, {"NO_COLOR": "1"})
+    assert COLOUR.search(coloured)
+    assert "payload.bin" in plain
+    assert not COLOUR.search(plain)
 
 
 class FakeEngine:
