@@ -26,14 +26,8 @@ from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, EngineView, NullObserver, Observer, StreamStats
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.plan import Step
-from openspec_cli.transfer import (
-    CopyOptions,
-    FileResult,
-    copy_file,
-    finish_tree,
-    prepare_tree,
-    record_sum,
-)
+from openspec_cli.transfer import CopyOptions, FileResult, copy_file
+from openspec_cli.tree import finish_tree, prepare_tree, record_sum
 
 #: Least memory for buffers, whatever the ceiling says: one stream with a pool of small chunks.
 MIN_BUDGET = POOL_SIZE * MIN_CHUNK

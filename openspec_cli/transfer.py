@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,10 +46,9 @@ from openspec_cli.errors import (
     from_os_error,
 )
 from openspec_cli.hashing import Hasher
-from openspec_cli.plan import Step
 from openspec_cli.streams import hash_path
 
-__all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "prepare_tree", "resume"]
+__all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "resume"]
 
 DEFAULT_CHECKPOINT_EVERY = 5
 #: Least time between two writes of a checkpoint sidecar (see Transfer._commit).
@@ -535,6 +533,8 @@ def resume(
     else:
         result = _reopen(cp, opts, observer).run()
     if opts.sums_path:
+        from openspec_cli.tree import append_sum_line
+
         append_sum_line(opts.sums_path, result)
     return result
 
@@ -579,59 +579,3 @@ def copy_file(
             return dataclasses.replace(result, source=src, dest=dest)
     result = _start(src, dest, options, observer).run()
     return dataclasses.replace(result, source=src, dest=dest)
-
-
-def _copy_link(step: Step, options: CopyOptions) -> None:
-    if os.path.lexists(step.dest):
-        if options.no_clobber:
-            return
-        os.unlink(step.dest)
-    os.symlink(os.readlink(step.source), step.dest)
-
-
-def prepare_tree(steps: list[Step], options: CopyOptions) -> list[Step]:
-    """Make the directories and symlinks of a plan; return the file steps left to copy."""
-    files: list[Step] = []
-    for step in steps:
-        try:
-            if step.kind == "dir":
-                os.makedirs(step.dest, exist_ok=True)
-            elif step.kind == "link":
-                _copy_link(step, options)
-            else:
-                files.append(step)
-        except OSError as err:
-            raise from_os_error(err, step.source, step.dest) from err
-    return files
-
-
-def finish_tree(steps: list[Step]) -> None:
-    """Give copied directories their source's mode and mtime, once their contents are in."""
-    for step in reversed(steps):
-        if step.kind != "dir":
-            continue
-        with contextlib.suppress(OSError):
-            st = os.stat(step.source)
-            os.chmod(step.dest, stat.S_IMODE(st.st_mode))
-            os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-_SUMS_LOCK = threading.Lock()
-
-
-def record_sum(options: CopyOptions, result: FileResult) -> None:
-    """Append ``result`` to the ``--sums`` file, if one was asked for (safe from many streams)."""
-    if options.sums_path and not result.skipped and result.digest:
-        with _SUMS_LOCK:
-            append_sum_line(options.sums_path, result)
-
-
-def append_sum_line(sums_path: str, result: FileResult) -> None:
-    """Add ``result`` to a sum file in the format ``xxh128sum``/``sha256sum`` would write."""
-    assert result.digest is not None
-    line = hashing.format_sum_line(result.algo, result.digest, result.dest) + "\n"
-    try:
-        with open(sums_path, "a", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(line)
-    except OSError as err:
-        raise from_os_error(err, sums_path) from err

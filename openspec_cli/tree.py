@@ -1,0 +1,73 @@
+"""What a copy does around its files: directories, symlinks, and the ``--sums`` file.
+
+Separate from ``transfer`` (one file's data) so that each stays small; the scheduler calls
+these before and after it runs the file transfers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+
+from openspec_cli import hashing
+from openspec_cli.errors import from_os_error
+from openspec_cli.plan import Step
+from openspec_cli.transfer import CopyOptions, FileResult
+
+
+def _copy_link(step: Step, options: CopyOptions) -> None:
+    if os.path.lexists(step.dest):
+        if options.no_clobber:
+            return
+        os.unlink(step.dest)
+    os.symlink(os.readlink(step.source), step.dest)
+
+
+def prepare_tree(steps: list[Step], options: CopyOptions) -> list[Step]:
+    """Make the directories and symlinks of a plan; return the file steps left to copy."""
+    files: list[Step] = []
+    for step in steps:
+        try:
+            if step.kind == "dir":
+                os.makedirs(step.dest, exist_ok=True)
+            elif step.kind == "link":
+                _copy_link(step, options)
+            else:
+                files.append(step)
+        except OSError as err:
+            raise from_os_error(err, step.source, step.dest) from err
+    return files
+
+
+def finish_tree(steps: list[Step]) -> None:
+    """Give copied directories their source's mode and mtime, once their contents are in."""
+    for step in reversed(steps):
+        if step.kind != "dir":
+            continue
+        with contextlib.suppress(OSError):
+            st = os.stat(step.source)
+            os.chmod(step.dest, stat.S_IMODE(st.st_mode))
+            os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+_SUMS_LOCK = threading.Lock()
+
+
+def record_sum(options: CopyOptions, result: FileResult) -> None:
+    """Append ``result`` to the ``--sums`` file, if one was asked for (safe from many streams)."""
+    if options.sums_path and not result.skipped and result.digest:
+        with _SUMS_LOCK:
+            append_sum_line(options.sums_path, result)
+
+
+def append_sum_line(sums_path: str, result: FileResult) -> None:
+    """Add ``result`` to a sum file in the format ``xxh128sum``/``sha256sum`` would write."""
+    assert result.digest is not None
+    line = hashing.format_sum_line(result.algo, result.digest, result.dest) + "\n"
+    try:
+        with open(sums_path, "a", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(line)
+    except OSError as err:
+        raise from_os_error(err, sums_path) from err
