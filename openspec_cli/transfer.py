@@ -492,6 +492,12 @@ def _reopen(cp: Checkpoint, options: CopyOptions, observer: Observer) -> Transfe
         stats = StreamStats(name=f"verify {cp.id}", total=cp.bytes_done)
         offset, hasher = verified_prefix(out_fd, cp.points, cp.algo, stats)
         os.ftruncate(out_fd, offset)
+        sync_range = libc_call("sync_file_range") if options.fsync else None
+        if sync_range is not None and offset:
+            # The prefix may still be dirty in the page cache (an interrupted run never
+            # fsynced it): start writing it out now, while the rest is copied, rather than
+            # leave it all to the closing fsync. SYNC_FILE_RANGE_WRITE does not wait.
+            sync_range(out_fd, 0, offset, 2)
         cp.points = [p for p in cp.points if p.offset <= offset]
         cp.bytes_done = offset
         cp.attempts += 1
