@@ -73,6 +73,7 @@ from compare import (
     interpreter_of,
     make_source,
     parse_size,
+    ratio,
     warm,
 )
 
@@ -279,7 +280,7 @@ def parse_report(sample: Sample, what: str) -> Report:
 
 
 @dataclass
-class Scenario:
+class Scenario(compare.ABTimings):
     """Two ways of doing one job; the ratio A/B is what is compared with the target."""
 
     name: str
@@ -292,30 +293,8 @@ class Scenario:
     def seconds(self, side: str) -> list[float]:
         return self.a if side == "a" else self.b
 
-    def median(self, side: str) -> float:
-        return statistics.median(self.seconds(side))
-
-    def minimum(self, side: str) -> float:
-        return min(self.seconds(side))
-
-    def maximum(self, side: str) -> float:
-        return max(self.seconds(side))
-
-    @property
-    def ratio_median(self) -> float:
-        return _ratio(self.median("a"), self.median("b"))
-
-    @property
-    def ratio_min(self) -> float:
-        return _ratio(self.minimum("a"), self.minimum("b"))
-
-    @property
-    def meets_target(self) -> bool | None:
-        return None if self.target is None else self.ratio_median <= self.target
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else float("inf")
+    def ratio_target(self) -> float | None:
+        return self.target
 
 
 @dataclass
@@ -553,7 +532,7 @@ def _resume_lines(results: Results) -> list[str]:
     resume_wall, full_wall = parts["resume_wall"], parts["full_wall"]
 
     def share(key: str, whole: float) -> str:
-        return f"{parts[key]:7.3f} s  {_ratio(parts[key], whole) * 100:5.1f}%"
+        return f"{parts[key]:7.3f} s  {ratio(parts[key], whole) * 100:5.1f}%"
 
     lines = [
         f"resume_50: write failed at byte {facts.interrupt_at} (50.0%); checkpoint bytes_done "
@@ -604,7 +583,7 @@ def render(
                 compare._num(s.minimum(side), ".4f"),
                 compare._num(s.median(side), ".4f"),
                 compare._num(s.maximum(side), ".4f"),
-                f"+{(_ratio(s.median(side), s.minimum(side)) - 1) * 100:.1f}%",
+                f"+{(ratio(s.median(side), s.minimum(side)) - 1) * 100:.1f}%",
             )
         ]
         for s in results.scenarios
@@ -679,7 +658,7 @@ def to_json(
                 "b_bps": rates.b,
                 "a_median_bps": med(rates.a),
                 "b_median_bps": med(rates.b),
-                "ratio_median": _ratio(med(rates.a), med(rates.b)),
+                "ratio_median": ratio(med(rates.a), med(rates.b)),
             }
             for name, rates in results.throughput.items()
         },

@@ -416,14 +416,15 @@ class Pair:
         return TARGETS[self.name]
 
 
-@dataclass
-class Result:
-    pair: Pair
-    a: list[Sample] = field(default_factory=list)
-    b: list[Sample] = field(default_factory=list)
+class ABTimings:
+    """Median, min, max and the A/B ratios over two sides' timings (shared with
+    bench_resume.py); subclasses say where the seconds and the target come from."""
 
     def seconds(self, side: str) -> list[float]:
-        return [s.seconds for s in (self.a if side == "a" else self.b)]
+        raise NotImplementedError
+
+    def ratio_target(self) -> float | None:
+        raise NotImplementedError
 
     def median(self, side: str) -> float:
         return statistics.median(self.seconds(side))
@@ -436,16 +437,29 @@ class Result:
 
     @property
     def ratio_median(self) -> float:
-        return _ratio(self.median("a"), self.median("b"))
+        return ratio(self.median("a"), self.median("b"))
 
     @property
     def ratio_min(self) -> float:
-        return _ratio(self.minimum("a"), self.minimum("b"))
+        return ratio(self.minimum("a"), self.minimum("b"))
 
     @property
     def meets_target(self) -> bool | None:
-        target = self.pair.target
+        target = self.ratio_target()
         return None if target is None else self.ratio_median <= target
+
+
+@dataclass
+class Result(ABTimings):
+    pair: Pair
+    a: list[Sample] = field(default_factory=list)
+    b: list[Sample] = field(default_factory=list)
+
+    def seconds(self, side: str) -> list[float]:
+        return [s.seconds for s in (self.a if side == "a" else self.b)]
+
+    def ratio_target(self) -> float | None:
+        return self.pair.target
 
     def peak_rss_mib(self, side: str) -> float | None:
         values = [s.rss_kib for s in (self.a if side == "a" else self.b)]
@@ -453,7 +467,7 @@ class Result:
         return max(known) / 1024 if known else None
 
 
-def _ratio(a: float, b: float) -> float:
+def ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
 
@@ -626,7 +640,7 @@ def render(results: list[Result], tools: Tools, size: int, runs: int, warmup: in
                 _num(r.minimum(side), ".4f"),
                 _num(r.median(side), ".4f"),
                 _num(r.maximum(side), ".4f"),
-                f"+{(_ratio(r.median(side), r.minimum(side)) - 1) * 100:.1f}%",
+                f"+{(ratio(r.median(side), r.minimum(side)) - 1) * 100:.1f}%",
             )
         ]
         for r in results
@@ -657,7 +671,7 @@ def render(results: list[Result], tools: Tools, size: int, runs: int, warmup: in
         fixed = empty.median("a") - empty.median("b")
         lines.append(
             f"openspec fixed cost over xxh128sum (verify on an empty file): {fixed:.3f} s, "
-            f"{_ratio(fixed, full.median('a')) * 100:.0f}% of openspec verify on this file."
+            f"{ratio(fixed, full.median('a')) * 100:.0f}% of openspec verify on this file."
         )
     return "\n".join(lines)
 
