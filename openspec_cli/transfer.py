@@ -106,6 +106,11 @@ class FileResult:
         return moved / self.seconds if self.seconds > 0 else 0.0
 
 
+def keeps_checkpoint(size: int) -> bool:
+    """Files under the streaming trigger get no sidecar: copying them again is cheaper."""
+    return size >= STREAMING_TRIGGER
+
+
 def new_transfer_id() -> str:
     """A short id naming a transfer in messages, partial files and checkpoints."""
     import secrets
@@ -204,7 +209,7 @@ class Transfer:
         self.stats = StreamStats(name=os.path.basename(cp.source.path), total=cp.size)
         self.stats.done = offset
         self.stats.transfer_id = cp.id
-        self.persist = cp.size >= STREAMING_TRIGGER
+        self.persist = keeps_checkpoint(cp.size)
         self._saved_at = time.monotonic()
 
     # -- the copy loop ------------------------------------------------------------------
@@ -450,7 +455,7 @@ def _start_open(
         owner=ckpt.Owner.current(),
         options=options.persistent(),
     )
-    if st.st_size >= STREAMING_TRIGGER:  # smaller files are quicker to copy again than to resume
+    if keeps_checkpoint(st.st_size):
         ckpt.save(cp)
     try:
         out_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
