@@ -1,6 +1,6 @@
 """Allow ``python -m openspec_cli``."""
 
-from openspec_cli.cli import main
+from openspec_cli.launch import main
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal
 
+import gen_argspec
 import typer
 from typer import _click
 from typer._types import TyperChoice
@@ -841,6 +842,8 @@ def render_fish(tree: Node) -> str:
 
 # ---------------------------------------------------------------------------- files
 
+ARGSPEC = "openspec_cli/argspec.py"
+
 RENDERERS: dict[str, Callable[[Node], str]] = {
     "man/openspec.1": render_man,
     "completions/openspec.bash": render_bash,
@@ -850,10 +853,15 @@ RENDERERS: dict[str, Callable[[Node], str]] = {
 
 
 def generate(tree: Node | None = None) -> dict[str, str]:
-    """Relative path -> the content it must have."""
+    """Relative path -> the content it must have (with launch.py's table of the app)."""
     tree = tree or live_tree()
     check_tables(tree)
-    return {path: render(tree) for path, render in RENDERERS.items()}
+    files = {path: render(tree) for path, render in RENDERERS.items()}
+    try:
+        files[ARGSPEC] = gen_argspec.render()
+    except gen_argspec.SpecError as err:
+        raise DocsError(f"launch.py cannot parse the app exactly: {err}") from None
+    return files
 
 
 def stale_files(root: Path = ROOT, generated: dict[str, str] | None = None) -> list[str]:

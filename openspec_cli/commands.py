@@ -1,0 +1,438 @@
+"""What each command does once its arguments are parsed, and the one place errors become exit
+codes.
+
+Two parsers call in here with the same keyword arguments: the Typer app (``cli``) and the
+light parser of common command lines (``launch``), which starts without importing typer. Nothing
+here imports typer, so a command costs only what it uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from openspec_cli import units
+from openspec_cli.errors import (
+    BrokenPipe,
+    ExitCode,
+    Interrupted,
+    OpenspecError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from openspec_cli.engine import Observer, RateLimiter
+
+JSON_SCHEMA_VERSION = 1
+PROG = "openspec"
+
+
+class Settings:
+    """Global flags that every command honours."""
+
+    debug: bool = False
+
+
+settings = Settings()
+
+# ---------------------------------------------------------------------------- errors and exit
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed like coreutils do."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted("terminated", ExitCode.TERMINATED)
+
+
+def _print_traceback() -> None:
+    if settings.debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Map every expected failure to one line on stderr and its exit code (the one place)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except (BrokenPipe, BrokenPipeError):
+        _silence_stdout()
+        raise SystemExit(ExitCode.BROKEN_PIPE) from None
+    except OpenspecError as err:
+        _print_traceback()
+        say(err.message)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        say("interrupted")
+        raise SystemExit(ExitCode.INTERRUPTED) from None
+    except OSError as err:  # unexpected I/O failure: still one line, with the path if known
+        _print_traceback()
+        where = f"'{err.filename}': " if err.filename else ""
+        say(f"{where}{err.strerror or err}")
+        raise SystemExit(ExitCode.IO_ERROR) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------- option values
+
+
+def size_option(text: str | None, option: str) -> int | None:
+    """``--limit-rate 20M`` -> 20971520; a bad size is a usage error naming the option."""
+    if text is None:
+        return None
+    try:
+        return units.parse_size(text)
+    except ValueError as err:
+        raise UsageError(f"invalid value for {option}: {err}") from None
+
+
+def _limiter(rate: str | None) -> RateLimiter | None:
+    from openspec_cli.engine import RateLimiter
+
+    limit = size_option(rate, "--limit-rate")
+    return RateLimiter(limit) if limit else None
+
+
+def age_option(text: str) -> float:
+    """``7d`` -> seconds. Units s, m, h, d, w; a bare number is seconds."""
+    import re
+
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", text)
+    if not match:
+        raise UsageError(
+            f"invalid value for --older-than: '{text}' is not an age (examples: 90m, 12h, 7d)"
+        )
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+    return float(match.group(1)) * factor
+
+
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "none")
+
+
+@contextlib.contextmanager
+def progress(
+    title: str, mode: str, quiet: bool = False, as_json: bool = False
+) -> Iterator[Observer]:
+    """Where progress goes: the live panel on a terminal (``auto``), plain lines or NDJSON
+    events for logs, or nowhere (``-q``). ``auto`` writes no escape codes to a non-terminal."""
+    if mode not in PROGRESS_MODES:
+        raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not '{mode}'")
+    from openspec_cli.engine import NullObserver
+
+    if quiet or mode == "none" or (mode == "auto" and as_json):
+        yield NullObserver()
+        return
+    from openspec_cli.ui import Dashboard, LivePanel, ProgressLog
+
+    if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
+        board = Dashboard(title)
+        with LivePanel(board, sys.stderr):
+            yield board
+        return
+    interval = {"plain": 2.0, "json": 1.0}.get(mode)
+    with ProgressLog(title, sys.stderr, "json" if mode == "json" else "plain", interval) as log:
+        yield log
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- copy
+
+
+def copy(
+    paths: list[str],
+    recursive: bool,
+    no_clobber: bool,
+    verify: bool,
+    algo: str,
+    sums: str | None,
+    no_fsync: bool,
+    restart: bool,
+    checkpoint_every: int,
+    jobs: int,
+    max_memory: str | None,
+    no_cache: bool,
+    limit_rate: str | None,
+    as_json: bool,
+    progress_mode: str,
+    quiet: bool,
+) -> None:
+    """Copy files like cp, hashing on the fly; the final name appears only when complete."""
+    from openspec_cli import api
+
+    with handled():
+        if len(paths) < 2:
+            raise UsageError(f"missing destination file operand after '{paths[0]}'")
+        rate = size_option(limit_rate, "--limit-rate")
+        memory = size_option(max_memory, "--max-memory")
+        with progress("copy", progress_mode, quiet, as_json) as observer:
+            result = api.copy(
+                paths[:-1],
+                paths[-1],
+                recursive=recursive,
+                no_clobber=no_clobber,
+                verify=verify,
+                algo=algo,
+                fsync=not no_fsync,
+                sums=sums,
+                limit_rate=rate,
+                checkpoint_every=checkpoint_every,
+                restart=restart,
+                jobs=jobs,
+                max_memory=memory,
+                no_cache=no_cache,
+                observer=observer,
+            )
+        report(result.files, "copy", quiet, as_json, result.engine, result.errors)
+        if result.errors:
+            for err in result.errors:
+                say(err.message)
+            raise SystemExit(max(int(err.exit_code) for err in result.errors))
+
+
+def report(
+    results: list[Any],
+    command: str,
+    quiet: bool,
+    as_json: bool,
+    engine: dict[str, Any] | None = None,
+    errors: list[OpenspecError] | None = None,
+) -> None:
+    if as_json:
+        wall = float(engine["seconds"]) if engine is not None else None
+        summary = copy_summary(results, command, wall)
+        if engine is not None:
+            summary["engine"] = engine
+        summary["errors"] = [err.message for err in errors or []]
+        emit_json(summary)
+    elif not quiet and (results or not errors):
+        _printcopy_summary(results, engine)
+
+
+def copy_summary(
+    results: list[Any], command: str = "copy", wall: float | None = None
+) -> dict[str, Any]:
+    """The ``--json`` object; totals use wall time when streams ran side by side."""
+    files = [
+        {
+            "id": r.transfer_id,
+            "source": r.source,
+            "dest": r.dest,
+            "bytes": r.bytes,
+            "algo": r.algo,
+            "digest": r.digest,
+            "seconds": round(r.seconds, 6),
+            "throughput_bps": round(r.throughput_bps),
+            "chunk_sizes": r.chunk_sizes,
+            "verified": r.verified,
+            "skipped": r.skipped,
+            "resumed_from": r.resumed_from,
+            "retries": r.retries,
+        }
+        for r in results
+    ]
+    total_bytes = sum(r.bytes for r in results)
+    moved = sum(r.bytes - r.resumed_from for r in results)
+    seconds = wall if wall is not None else sum(r.seconds for r in results)
+    return {
+        "version": JSON_SCHEMA_VERSION,
+        "command": command,
+        "files": files,
+        "totals": {
+            "files": sum(1 for r in results if not r.skipped),
+            "skipped": sum(1 for r in results if r.skipped),
+            "bytes": total_bytes,
+            "resumed_from": sum(r.resumed_from for r in results),
+            "retries": sum(len(r.retries) for r in results),
+            "seconds": round(seconds, 6),
+            "throughput_bps": round(moved / seconds) if seconds > 0 else 0,
+        },
+    }
+
+
+def _printcopy_summary(results: list[Any], engine: dict[str, Any] | None = None) -> None:
+    from openspec_cli.ui import human_bytes, human_rate
+
+    for r in results:
+        if r.skipped:
+            say(f"skipped '{r.dest}' (exists)")
+        if r.resumed_from:
+            say(
+                f"resumed transfer {r.transfer_id} of '{r.source}' at "
+                f"{human_bytes(r.resumed_from)} (verified)"
+            )
+        for attempt in r.retries:
+            say(
+                f"retried '{r.source}' at byte {attempt['offset']} after "
+                f"{attempt['errno']} ({attempt['message']})"
+            )
+    copied = [r for r in results if not r.skipped]
+    total = sum(r.bytes for r in copied)
+    moved = sum(r.bytes - r.resumed_from for r in copied)
+    seconds = sum(r.seconds for r in copied)
+    rate = human_rate(moved / seconds) if seconds > 0 else "-"
+    verified = ", verified" if copied and all(r.verified for r in copied) else ""
+    if engine is not None and engine.get("highest_level", "NONE") != "NONE":
+        verified += f", backpressure up to {engine['highest_level']}"
+    sys.stderr.write(
+        f"copied {len(copied)} file(s), {human_bytes(total)} in {seconds:.2f} s "
+        f"({rate}{verified})\n"
+    )
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def resume(
+    transfer_id: str | None,
+    list_: bool,
+    all_: bool,
+    restart: bool,
+    discard: str | None,
+    prune: bool,
+    older_than: str | None,
+    prune_dirs: list[str] | None,
+    limit_rate: str | None,
+    progress_mode: str,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """List interrupted transfers, or resume one from its last verified checkpoint."""
+    from openspec_cli import api, resuming
+
+    with handled():
+        if discard is not None:
+            api.discard(discard)
+            if not quiet:
+                say(f"discarded transfer {discard}")
+        elif prune:
+            age = age_option(older_than) if older_than else None
+            for line in api.prune(age, prune_dirs or ()):
+                if not quiet:
+                    say(f"removed {line}")
+        elif list_ or (transfer_id is None and not all_):
+            resuming.print_list(api.transfers(), as_json)
+        else:
+            rate = size_option(limit_rate, "--limit-rate")
+            ids = [transfer_id] if transfer_id else resuming.resumable_ids(api.transfers())
+            with progress("resume", progress_mode, quiet, as_json) as observer:
+                results = [
+                    api.resume(i, restart=restart, limit_rate=rate, observer=observer) for i in ids
+                ]
+            report(results, "resume", quiet, as_json)
+
+
+# ---------------------------------------------------------------------------- cat
+
+
+def cat(
+    files: list[str] | None,
+    hash_: bool,
+    algo: str,
+    limit_rate: str | None,
+    progress_mode: str,
+    quiet: bool,
+) -> None:
+    """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
+    from openspec_cli import hashing, streams
+
+    with handled():
+        with progress("cat", progress_mode, quiet) as observer:
+            result = streams.cat(
+                files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate), observer
+            )
+        if result.digest is not None and result.algo is not None:
+            # A bare sum line (no "openspec:" prefix), so `2> SUMS` gives a usable sum file.
+            name = hashing.display_name_for_stdin(result.algo)
+            sys.stderr.write(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+def verify(
+    files: list[str] | None,
+    check: bool,
+    algo: str | None,
+    tag: bool,
+    against: str | None,
+    recursive: bool,
+    quiet: bool,
+    status: bool,
+    strict: bool,
+    ignore_missing: bool,
+    warn: bool,
+    limit_rate: str | None,
+    progress_mode: str,
+) -> None:
+    """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
+    from openspec_cli import hashing, verifying
+    from openspec_cli.algorithms import DEFAULT_ALGO
+
+    with handled():
+        targets = files or ["-"]
+        limiter = _limiter(limit_rate)
+        if against is not None:
+            verifying.run_compare(targets, against, recursive)
+            return
+        if check:
+            opts = hashing.CheckOptions(
+                quiet=quiet,
+                status=status,
+                strict=strict,
+                ignore_missing=ignore_missing,
+                warn=warn,
+                algo=algo,
+            )
+            raise SystemExit(verifying.run_check(targets, opts, limiter, say))
+        with progress("verify", progress_mode) as observer:
+            code = verifying.run_digests(targets, algo or DEFAULT_ALGO, tag, limiter, observer, say)
+        raise SystemExit(code)
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+def bench(
+    quick: bool,
+    sizes: str | None,
+    concurrency: str | None,
+    directory: str | None,
+    json_file: str | None,
+    baseline: str | None,
+    max_regression: float,
+) -> None:
+    """Measure copy speed, latency, memory and recovery here; PASS/FAIL vs the design targets."""
+    from openspec_cli import bench as bench_
+    from openspec_cli import bench_report
+
+    with handled():
+        config = bench_.make_config(quick, sizes, concurrency, directory)
+        earlier = bench_report.prepare(baseline, json_file)
+        with bench_report.live_view(sys.stderr) as view:
+            result = bench_.run(config, view)
+        code = bench_report.publish(result, earlier, max_regression, json_file)
+    raise SystemExit(code)

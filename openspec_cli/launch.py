@@ -1,0 +1,107 @@
+"""The ``openspec`` entry point: common command lines start without importing typer.
+
+Importing typer costs about 100 ms here, five times what the interpreter needs to start; for
+``openspec verify f`` or ``openspec cat f | ...`` in a loop that was most of the run. So the command
+lines of ``copy``, ``cat`` and ``verify`` that use only their plain spellings are parsed here,
+against a table generated from the Typer app (:mod:`openspec_cli.argspec`). Anything else (help,
+a mistake, bundled short flags, ``-aVALUE``, an unknown command) goes to the Typer app, which
+gives the same result and the same messages. ``tests/test_launch.py`` checks that for any command
+line both parsers hand :mod:`openspec_cli.commands` the same arguments, or this one declines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from openspec_cli import argspec
+
+#: Set by a shell asking click for completions; typer must answer that.
+COMPLETION_VARIABLE = "_OPENSPEC_COMPLETE"
+
+Parsed = tuple[str, dict[str, object], bool]
+
+
+def _value(kind: str, minimum: int | None, text: str) -> object | None:
+    """``text`` converted as typer would, or None where typer would refuse it."""
+    if kind == "text":
+        return text
+    if kind == "algo":
+        from openspec_cli.algorithms import ALGORITHMS
+
+        return text if text in ALGORITHMS else None
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return None if minimum is not None and number < minimum else number
+
+
+def _parse_command(name: str, words: list[str]) -> dict[str, object] | None:
+    """Keyword arguments for ``commands.<name>``, or None if typer must decide."""
+    options = argspec.OPTIONS[name]
+    values = dict(argspec.DEFAULTS[name])
+    positional: list[str] = []
+    rest = iter(words)
+    for word in rest:
+        if word == "--":
+            positional.extend(rest)
+            break
+        if word == "-" or not word.startswith("-"):
+            positional.append(word)
+            continue
+        flag, has_inline, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        if flag not in options:
+            return None
+        dest, kind, minimum = options[flag]
+        if kind == "flag":
+            if has_inline:
+                return None
+            values[dest] = True
+            continue
+        text = inline if has_inline else next(rest, None)
+        if text is None:
+            return None
+        value = _value(kind, minimum, text)
+        if value is None:
+            return None
+        values[dest] = value
+    dest, required = argspec.ARGUMENTS[name]
+    if required and not positional:
+        return None
+    values[dest] = positional or values[dest]
+    return values
+
+
+def parse(argv: list[str]) -> Parsed | None:
+    """(command, keyword arguments, --debug) as the Typer app would parse ``argv``, or None."""
+    debug = False
+    words = list(argv)
+    while words and words[0] == "--debug":
+        debug = True
+        words.pop(0)
+    if not words or words[0] not in argspec.OPTIONS:
+        return None
+    values = _parse_command(words[0], words[1:])
+    return None if values is None else (words[0], values, debug)
+
+
+def main() -> None:
+    """Console-script entry point: the fast path when it applies, else the Typer app."""
+    argv = sys.argv[1:]
+    if argv in (["--version"], ["-V"]):
+        from openspec_cli import __version__
+
+        sys.stdout.write(f"openspec {__version__}\n")
+        return
+    parsed = None if COMPLETION_VARIABLE in os.environ else parse(argv)
+    if parsed is None:
+        from openspec_cli import cli
+
+        cli.main()
+        return
+    name, values, debug = parsed
+    from openspec_cli import commands
+
+    commands.settings.debug = debug
+    getattr(commands, name)(**values)

@@ -1,0 +1,197 @@
+"""The light parser in launch.py agrees with the Typer app, or leaves the command line to it.
+
+For any command line, ``launch.parse`` must either decline (None) or produce exactly the keyword
+arguments and ``--debug`` that the Typer app hands to ``openspec_cli.commands``. Hypothesis builds
+the command lines from every spelling the app knows plus words typer treats specially.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from openspec_cli import argspec, commands, launch
+from openspec_cli.cli import app
+
+#: Words with a special meaning to click or to launch.py's own rules.
+SPECIAL_WORDS = [
+    "-",
+    "--",
+    "-h",
+    "--help",
+    "--debug",
+    "--version",
+    "-rn",
+    "-asha256",
+    "--verify=1",
+    "--algo=sha256",
+    "--algo=",
+    "--jobs=0",
+    "--jobs=3",
+    "--checkpoint-every= 7",
+    "-x",
+    "--nope",
+    "=",
+]
+VALUES = ["f", "a b", "-", "sha256", "bogus", "0", "1", "12", "-3", "+2", "1_0", " 4", "2x", ""]
+COMMANDS = [*argspec.OPTIONS, "resume", "bench", "nope"]
+
+
+class Recorder:
+    """Stands in for one ``commands`` function and keeps what it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **values: Any) -> None:
+        self.calls.append(values)
+
+
+def typer_parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...] | None:
+    """(command, arguments, debug) as the Typer app passes them, or None if it refused."""
+    recorders = {name: Recorder() for name in argspec.OPTIONS}
+    for name, recorder in recorders.items():
+        monkeypatch.setattr(commands, name, recorder)
+    commands.settings.debug = False
+    try:
+        CliRunner().invoke(app, argv)
+        called = [(name, r.calls[0]) for name, r in recorders.items() if r.calls]
+        return (*called[0], commands.settings.debug) if called else None
+    finally:
+        commands.settings.debug = False
+        monkeypatch.undo()
+
+
+@st.composite
+def command_lines(draw: st.DrawFn) -> list[str]:
+    """Mostly well-formed: an option is followed by a value when it takes one, so the search
+    spends its time where the two parsers could disagree, not on lines both refuse at once."""
+    name = draw(st.sampled_from(COMMANDS))
+    options = argspec.OPTIONS.get(name, {})
+    spellings = sorted(options) or ["-q"]
+    words: list[str] = []
+    for _ in range(draw(st.integers(0, 6))):
+        choice = draw(st.integers(0, 9))
+        if choice < 5:
+            flag = draw(st.sampled_from(spellings))
+            takes_value = flag in options and options[flag][1] != "flag"
+            form = draw(st.integers(0, 9))
+            if flag.startswith("--") and form < 2:  # --flag=value, also (wrongly) for flags
+                words.append(f"{flag}={draw(st.sampled_from(VALUES))}")
+            elif takes_value and form < 9:
+                words += [flag, draw(st.sampled_from(VALUES))]
+            else:
+                words.append(flag)
+        elif choice < 8:
+            words.append(draw(st.sampled_from(VALUES)))
+        else:
+            words.append(draw(st.sampled_from(SPECIAL_WORDS)))
+    head = draw(st.lists(st.sampled_from(["--debug", "-V", "-q"]), max_size=2))
+    return [*head, name, *words]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(argv=command_lines())
+def test_launch_parses_as_typer_does_or_declines(argv: list[str]) -> None:
+    fast = launch.parse(argv)
+    if fast is None:
+        return
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert typer_parse(argv, monkeypatch) == fast, argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["verify", "f"], {"files": ["f"], "algo": None, "check": False}),
+        (["verify", "-c", "SUMS", "--quiet"], {"files": ["SUMS"], "check": True, "quiet": True}),
+        (["verify", "--algo", "sha256", "a", "b"], {"files": ["a", "b"], "algo": "sha256"}),
+        (["verify"], {"files": None}),
+        (["cat", "f", "-L", "20M", "--hash"], {"files": ["f"], "limit_rate": "20M", "hash_": True}),
+        (["cat", "-"], {"files": ["-"]}),
+        (["cat", "--", "-x"], {"files": ["-x"]}),
+        (
+            ["copy", "-r", "--no-fsync", "-j", "4", "src", "dst/"],
+            {"paths": ["src", "dst/"], "recursive": True, "no_fsync": True, "jobs": 4},
+        ),
+        (["copy", "--sums=S", "a", "b"], {"paths": ["a", "b"], "sums": "S"}),
+    ],
+)
+def test_common_command_lines_take_the_fast_path(
+    argv: list[str], expected: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = launch.parse(argv)
+    assert fast is not None
+    name, values, debug = fast
+    assert name == argv[0]
+    assert not debug
+    assert {key: values[key] for key in expected} == expected
+    assert typer_parse(argv, monkeypatch) == fast
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--help"],
+        ["verify", "-h"],
+        ["copy", "onlyone", "--jobs", "0"],
+        ["copy"],
+        ["cat", "-aBLAKE"],
+        ["verify", "--algo", "bogus", "f"],
+        ["resume", "--list"],
+        ["bench", "--quick"],
+        ["copy", "-rn", "a", "b"],
+    ],
+)
+def test_everything_else_goes_to_typer(argv: list[str]) -> None:
+    assert launch.parse(argv) is None
+
+
+def run_module(args: list[str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *extra, "-m", "openspec_cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [["verify", "f"], ["cat", "f"], ["--version"]])
+def test_fast_path_never_imports_typer(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    done = run_module(args, tmp_path, "-X", "importtime")
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "openspec_cli.launch" in imported
+    assert not {"typer", "click", "rich", "psutil"} & {m.split(".")[0] for m in imported}
+
+
+def test_declined_command_lines_still_get_typers_help_and_errors(tmp_path: Path) -> None:
+    helped = run_module(["verify", "-h"], tmp_path)
+    assert helped.returncode == 0
+    assert "Usage: openspec verify" in helped.stdout
+    refused = run_module(["copy", "--jobs", "0", "a", "b"], tmp_path)
+    assert refused.returncode == 2
+    assert "--jobs" in refused.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args", [["copy", "--limit-rate", "2Q"], ["copy", "-rn", "-L", "2Q"]])
+def test_a_bad_size_is_one_line_on_either_path(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "a").write_bytes(b"data")
+    done = run_module([*args, "a", "b"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "openspec: invalid value for --limit-rate: '2Q' is not a size (examples: 512K, 20M, 1.5G)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
