@@ -6,7 +6,10 @@ first use so that ``openspec --version`` stays fast.
 
 from __future__ import annotations
 
-from typing import Any
+#: False when running, True for mypy: `openspec --version` should not pay for importing typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 _API = ("copy", "resume", "transfers", "discard", "prune", "cat", "hash_file", "compare")

@@ -7,13 +7,17 @@ message and an exit code.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer
-from openspec_cli.engine import Observer, RateLimiter
+from openspec_cli.engine import RateLimiter
 from openspec_cli.pressure import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.transfer import CopyOptions, FileResult
+
+if TYPE_CHECKING:
+    from openspec_cli.engine import Observer
 
 
 def _limiter(rate: float | None) -> RateLimiter | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -46,36 +45,39 @@ def clamp(size: int, low: int, high: int) -> int:
     return max(low, min(high, size))
 
 
-@dataclass
 class ChunkSizer:
     """Hill-climbs the chunk size on measured throughput, within ``[floor, ceiling]``.
 
     Every ``window`` seconds it compares the window's throughput with the best seen: if a larger
     chunk helped (or has not been tried) it doubles; if it got slower by more than ``tolerance`` it
     steps back and stops climbing. A lower ``ceiling`` (memory pressure) takes effect at once.
+    (A plain class: importing dataclasses would cost every command ~20 ms of start-up.)
     """
 
-    start: int
-    floor: int = MIN_CHUNK
-    ceiling: int = MAX_CHUNK
-    window: float = 0.05
-    tolerance: float = 0.05
-    clock: Callable[[], float] = time.monotonic
-    size: int = field(init=False)
-    sizes_used: list[int] = field(init=False)
-    _window_start: float = field(init=False)
-    _window_bytes: int = field(init=False, default=0)
-    _best_rate: float = field(init=False, default=0.0)
-    _best_size: int = field(init=False)
-    _settled: bool = field(init=False, default=False)
-
-    def __post_init__(self) -> None:
-        if self.floor <= 0 or self.ceiling < self.floor:
-            raise ValueError(f"bad chunk bounds: floor={self.floor} ceiling={self.ceiling}")
-        self.size = clamp(self.start, self.floor, self.ceiling)
-        self._best_size = self.size
+    def __init__(
+        self,
+        start: int,
+        floor: int = MIN_CHUNK,
+        ceiling: int = MAX_CHUNK,
+        window: float = 0.05,
+        tolerance: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if floor <= 0 or ceiling < floor:
+            raise ValueError(f"bad chunk bounds: floor={floor} ceiling={ceiling}")
+        self.start = start
+        self.floor = floor
+        self.ceiling = ceiling
+        self.window = window
+        self.tolerance = tolerance
+        self.clock = clock
+        self.size = clamp(start, floor, ceiling)
         self.sizes_used = [self.size]
-        self._window_start = self.clock()
+        self._window_start = clock()
+        self._window_bytes = 0
+        self._best_rate = 0.0
+        self._best_size = self.size
+        self._settled = False
 
     def record(self, nbytes: int) -> int:
         """Account ``nbytes`` moved with the current size; return the size for the next chunk."""

@@ -14,7 +14,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 from openspec_cli import units
 from openspec_cli.errors import (
@@ -25,7 +24,11 @@ from openspec_cli.errors import (
     UsageError,
 )
 
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from openspec_cli.engine import Observer, RateLimiter
 
 JSON_SCHEMA_VERSION = 1
@@ -229,7 +232,7 @@ def report(
         summary["errors"] = [err.message for err in errors or []]
         emit_json(summary)
     elif not quiet and (results or not errors):
-        _printcopy_summary(results, engine)
+        _print_copy_summary(results, engine)
 
 
 def copy_summary(
@@ -273,7 +276,7 @@ def copy_summary(
     }
 
 
-def _printcopy_summary(results: list[Any], engine: dict[str, Any] | None = None) -> None:
+def _print_copy_summary(results: list[Any], engine: dict[str, Any] | None = None) -> None:
     from openspec_cli.ui import human_bytes, human_rate
 
     for r in results:
@@ -389,7 +392,7 @@ def verify(
     progress_mode: str,
 ) -> None:
     """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
-    from openspec_cli import hashing, verifying
+    from openspec_cli import verifying
     from openspec_cli.algorithms import DEFAULT_ALGO
 
     with handled():
@@ -399,7 +402,9 @@ def verify(
             verifying.run_compare(targets, against, recursive)
             return
         if check:
-            opts = hashing.CheckOptions(
+            from openspec_cli import sumfiles
+
+            opts = sumfiles.CheckOptions(
                 quiet=quiet,
                 status=status,
                 strict=strict,

@@ -18,31 +18,58 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
 
 from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER, ChunkSizer, initial_chunk_size
-from openspec_cli.hashing import Hasher
+
+#: False when running, True for mypy. The interfaces below exist for type checking only, so that
+#: starting a command does not import typing (~8 ms here); import them the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from openspec_cli.hashing import Hasher
 
 #: Buffers per stream: one being read, one being written, two in flight to absorb jitter.
 POOL_SIZE = 4
 
 
-@dataclass
 class StreamStats:
-    """Live counters of one stream, written by the engine and read by renderers."""
+    """Live counters of one stream, written by the engine and read by renderers.
 
-    name: str
-    total: int | None = None
-    done: int = 0
-    chunk_size: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-    chunk_sizes: list[int] = field(default_factory=list)
-    transfer_id: str | None = None
-    retries: int = 0
-    checkpoints: int = 0
-    buffer_bytes: int = 0
+    A plain class, not a dataclass: importing dataclasses costs ~20 ms of every start-up."""
+
+    __slots__ = (
+        "name",
+        "total",
+        "done",
+        "chunk_size",
+        "started",
+        "finished",
+        "chunk_sizes",
+        "transfer_id",
+        "retries",
+        "checkpoints",
+        "buffer_bytes",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        total: int | None = None,
+        chunk_size: int = 0,
+        transfer_id: str | None = None,
+    ) -> None:
+        self.name = name
+        self.total = total
+        self.transfer_id = transfer_id
+        self.done = 0
+        self.chunk_size = chunk_size
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.chunk_sizes: list[int] = []
+        self.retries = 0
+        self.checkpoints = 0
+        self.buffer_bytes = 0
 
     @property
     def seconds(self) -> float:
@@ -51,42 +78,42 @@ class StreamStats:
         return max(end - self.started, 1e-9)
 
 
-class EngineView(Protocol):
-    """A scheduler's state as renderers see it (level, score split, memory, streams)."""
+if TYPE_CHECKING:
 
-    def snapshot(self) -> dict[str, Any]: ...
+    class EngineView(Protocol):
+        """A scheduler's state as renderers see it (level, score split, memory, streams)."""
 
+        def snapshot(self) -> dict[str, Any]: ...
 
-class Observer(Protocol):
-    """How streams announce themselves; renderers keep the stats and sample them."""
+    class Observer(Protocol):
+        """How streams announce themselves; renderers keep the stats and sample them."""
 
-    def engine_attached(self, engine: EngineView) -> None: ...
+        def engine_attached(self, engine: EngineView) -> None: ...
 
-    def stream_started(self, stats: StreamStats) -> None: ...
+        def stream_started(self, stats: StreamStats) -> None: ...
 
-    def stream_finished(self, stats: StreamStats) -> None: ...
+        def stream_finished(self, stats: StreamStats) -> None: ...
 
+    class Pacer(Protocol):
+        """What a scheduler does between chunks: hold a stream back, slow it, and measure it."""
 
-class Pacer(Protocol):
-    """What a scheduler does between chunks: hold a stream back, slow it, and measure it."""
+        chunk_ceiling: int
 
-    chunk_ceiling: int
+        def before_chunk(self, stats: StreamStats) -> None:
+            """Block while this stream may not run; raise to stop it (e.g. Interrupted)."""
+            ...
 
-    def before_chunk(self, stats: StreamStats) -> None:
-        """Block while this stream may not run; raise to stop it (e.g. Interrupted)."""
-        ...
+        def chunk_done(self, stats: StreamStats, seconds: float, nbytes: int) -> None:
+            """One chunk went all the way through (read, hashed, written) in ``seconds``."""
+            ...
 
-    def chunk_done(self, stats: StreamStats, seconds: float, nbytes: int) -> None:
-        """One chunk went all the way through (read, hashed, written) in ``seconds``."""
-        ...
+        def lend(self, count: int, size: int) -> list[memoryview]:
+            """Buffers for one stream, reused across the operation's streams."""
+            ...
 
-    def lend(self, count: int, size: int) -> list[memoryview]:
-        """Buffers for one stream, reused across the operation's streams."""
-        ...
-
-    def give_back(self, buffers: list[memoryview]) -> None:
-        """A stream is done with its buffers."""
-        ...
+        def give_back(self, buffers: list[memoryview]) -> None:
+            """A stream is done with its buffers."""
+            ...
 
 
 class NullObserver:
@@ -166,46 +193,60 @@ def write_all(fd: int, data: memoryview) -> None:
         written += os.write(fd, data[written:])
 
 
-Sink = Callable[[memoryview], None]
-#: Called after the chunk that ends at ``offset`` has been handed to the sink, with a snapshot of
-#: the hash of bytes [0, offset): what a checkpoint records and a retry restarts from.
-CommitHook = Callable[[int, Hasher], None]
+if TYPE_CHECKING:
+    Sink = Callable[[memoryview], None]
+    #: Called after the chunk that ends at ``offset`` has been handed to the sink, with a
+    #: snapshot of the hash of bytes [0, offset): what a checkpoint records and a retry
+    #: restarts from.
+    CommitHook = Callable[[int, Hasher], None]
 
 
-@dataclass
 class Pump:
     """Moves one stream from ``src`` through ``hasher`` into ``sink``.
 
     ``sink`` is given each chunk in order (write to a file or pipe, compare, nothing). Returns
     from :meth:`run` with the byte count; any exception from the sink is re-raised in the caller.
+    ``abandon_wait``: on an interrupt, how long to wait for a write already in progress; None
+    waits for it (a file: its fd must not be closed under it), a number suits a pipe whose
+    reader stalled.
     """
 
-    src: int
-    stats: StreamStats
-    hasher: Hasher | None = None
-    sink: Sink | None = None
-    limiter: RateLimiter | None = None
-    sizer: ChunkSizer | None = None
-    pool_size: int = POOL_SIZE
-    commit_every: int = 0
-    on_commit: CommitHook | None = None
-    pacer: Pacer | None = None
-    drop_source_cache: bool = False
-    #: On an interrupt, how long to wait for a write already in progress; None waits for it
-    #: (a file: its fd must not be closed under it), a number suits a pipe whose reader stalled.
-    abandon_wait: float | None = None
-    _chunks: int = field(default=0, init=False)
-    _read_pos: int = field(default=0, init=False)
-    _dropped: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        if self.drop_source_cache:
-            self._read_pos = self._dropped = os.lseek(self.src, 0, os.SEEK_CUR)
-        if self.sizer is None:
+    def __init__(
+        self,
+        src: int,
+        stats: StreamStats,
+        hasher: Hasher | None = None,
+        sink: Sink | None = None,
+        limiter: RateLimiter | None = None,
+        sizer: ChunkSizer | None = None,
+        pool_size: int = POOL_SIZE,
+        commit_every: int = 0,
+        on_commit: CommitHook | None = None,
+        pacer: Pacer | None = None,
+        drop_source_cache: bool = False,
+        abandon_wait: float | None = None,
+    ) -> None:
+        self.src = src
+        self.stats = stats
+        self.hasher = hasher
+        self.sink = sink
+        self.limiter = limiter
+        self.pool_size = pool_size
+        self.commit_every = commit_every
+        self.on_commit = on_commit
+        self.pacer = pacer
+        self.drop_source_cache = drop_source_cache
+        self.abandon_wait = abandon_wait
+        self._chunks = 0
+        self._read_pos = self._dropped = 0
+        if drop_source_cache:
+            self._read_pos = self._dropped = os.lseek(src, 0, os.SEEK_CUR)
+        if sizer is None:
             # Pools are sized from the ceiling: a scheduler's memory budget holds from the start.
-            ceiling = self.pacer.chunk_ceiling if self.pacer is not None else MAX_CHUNK
-            self.sizer = ChunkSizer(start=initial_chunk_size(self.stats.total), ceiling=ceiling)
-        self.stats.chunk_size = self.sizer.size
+            ceiling = pacer.chunk_ceiling if pacer is not None else MAX_CHUNK
+            sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
+        self.sizer: ChunkSizer | None = sizer
+        stats.chunk_size = sizer.size
 
     def run(self) -> int:
         """Move everything until EOF.
@@ -404,7 +445,8 @@ def libc_call(name: str) -> Callable[..., int] | None:
     if func is None:
         return None
     func.argtypes = [getattr(ctypes, t) for t in _LIBC_SIGNATURES[name]]
-    return cast("Callable[..., int]", func)
+    call: Callable[..., int] = func
+    return call
 
 
 def libc_errno() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 
 
 class ExitCode(enum.IntEnum):
@@ -87,3 +88,22 @@ def from_os_error(err: OSError, path: str, path2: str | None = None) -> Openspec
     if err.errno in usage_errnos:
         return UsageError(msg)
     return TransferIOError(msg)
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def kind_name(mode: int) -> str:
+    """What a stat mode is, for messages: ``a FIFO``, ``a directory``, ..."""
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "a special file"

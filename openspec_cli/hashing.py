@@ -1,8 +1,7 @@
-"""Digest algorithms and the sum-file formats of sha256sum, b2sum and xxhsum.
+"""Digest algorithms, and sum lines as sha256sum, b2sum and xxhsum write them.
 
-Pure: nothing here prints, reads files or imports the CLI. Files are hashed by a callable the
-caller passes in, so the sum-file logic is tested with a dict and the real tools agree with it
-byte for byte (tests/test_sums_compat.py).
+Reading and checking sum files (``verify -c``) is in :mod:`openspec_cli.sumfiles`, so that printing
+a digest loads none of it. Pure: nothing here prints, reads files or imports the CLI.
 
 Conventions, checked against the coreutils 9.1 and xxhsum 0.8.1 binaries and xxhsum 0.8.2's source:
 
@@ -15,38 +14,44 @@ Conventions, checked against the coreutils 9.1 and xxhsum 0.8.1 binaries and xxh
 
 from __future__ import annotations
 
-import re
-import string
-import unicodedata
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, cast
+from collections.abc import Callable
 
 import xxhash
 
 from openspec_cli import algorithms
 
-BytesLike: TypeAlias = bytes | bytearray | memoryview
+BytesLike = bytes | bytearray | memoryview
+
+#: False when running, True for mypy (see engine.py): Hasher is for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Hasher(Protocol):
+        """What the engine needs from a digest object: hashlib and xxhash objects both fit."""
+
+        def update(self, data: BytesLike, /) -> None: ...
+
+        def hexdigest(self) -> str: ...
+
+        def copy(self) -> Hasher:
+            """An independent snapshot of the state so far (checkpoints keep these)."""
+            ...
 
 
-class Hasher(Protocol):
-    """What the engine needs from a digest object: hashlib and xxhash objects both fit."""
+class AlgoSpec:
+    """How to make one algorithm's hasher and how its sum lines look (a plain class: importing
+    dataclasses would cost every command ~20 ms of start-up)."""
 
-    def update(self, data: BytesLike, /) -> None: ...
+    __slots__ = ("factory", "hex_len", "tag", "xxhsum")
 
-    def hexdigest(self) -> str: ...
-
-    def copy(self) -> Hasher:
-        """An independent snapshot of the state so far (checkpoints keep these)."""
-        ...
-
-
-@dataclass(frozen=True)
-class _Spec:
-    factory: Callable[[], Hasher]
-    hex_len: int
-    tag: str
-    xxhsum: bool = False  # written by the xxhsum family (which names stdin "stdin")
+    def __init__(
+        self, factory: Callable[[], Hasher], hex_len: int, tag: str, xxhsum: bool = False
+    ) -> None:
+        self.factory = factory
+        self.hex_len = hex_len
+        self.tag = tag
+        self.xxhsum = xxhsum  # written by the xxhsum family (which names stdin "stdin")
 
 
 def _openssl(name: str, for_security: bool = True) -> Callable[[], Hasher]:
@@ -58,57 +63,42 @@ def _openssl(name: str, for_security: bool = True) -> Callable[[], Hasher]:
     def make() -> Hasher:
         import hashlib
 
-        if for_security:
-            return cast(Hasher, hashlib.new(name))
-        return cast(Hasher, hashlib.new(name, usedforsecurity=False))
+        hasher: Hasher = hashlib.new(name, usedforsecurity=for_security)
+        return hasher
 
     return make
 
 
-_SPECS: dict[str, _Spec] = {
-    "xxh128": _Spec(xxhash.xxh3_128, 32, "XXH128", xxhsum=True),
-    "xxh3": _Spec(xxhash.xxh3_64, 16, "XXH3", xxhsum=True),
-    "xxh64": _Spec(xxhash.xxh64, 16, "XXH64", xxhsum=True),
-    "xxh32": _Spec(xxhash.xxh32, 8, "XXH32", xxhsum=True),
-    "sha256": _Spec(_openssl("sha256"), 64, "SHA256"),
-    "sha1": _Spec(_openssl("sha1", for_security=False), 40, "SHA1"),
-    "md5": _Spec(_openssl("md5", for_security=False), 32, "MD5"),
-    "blake2b": _Spec(_openssl("blake2b"), 128, "BLAKE2b"),
-    "sha224": _Spec(_openssl("sha224"), 56, "SHA224"),
-    "sha384": _Spec(_openssl("sha384"), 96, "SHA384"),
-    "sha512": _Spec(_openssl("sha512"), 128, "SHA512"),
+SPECS: dict[str, AlgoSpec] = {
+    "xxh128": AlgoSpec(xxhash.xxh3_128, 32, "XXH128", xxhsum=True),
+    "xxh3": AlgoSpec(xxhash.xxh3_64, 16, "XXH3", xxhsum=True),
+    "xxh64": AlgoSpec(xxhash.xxh64, 16, "XXH64", xxhsum=True),
+    "xxh32": AlgoSpec(xxhash.xxh32, 8, "XXH32", xxhsum=True),
+    "sha256": AlgoSpec(_openssl("sha256"), 64, "SHA256"),
+    "sha1": AlgoSpec(_openssl("sha1", for_security=False), 40, "SHA1"),
+    "md5": AlgoSpec(_openssl("md5", for_security=False), 32, "MD5"),
+    "blake2b": AlgoSpec(_openssl("blake2b"), 128, "BLAKE2b"),
+    "sha224": AlgoSpec(_openssl("sha224"), 56, "SHA224"),
+    "sha384": AlgoSpec(_openssl("sha384"), 96, "SHA384"),
+    "sha512": AlgoSpec(_openssl("sha512"), 128, "SHA512"),
 }
 
-ALGORITHMS: tuple[str, ...] = tuple(_SPECS)
+ALGORITHMS: tuple[str, ...] = tuple(SPECS)
 if ALGORITHMS != algorithms.ALGORITHMS:  # the CLI's light copy of the names must agree
-    raise ImportError("openspec_cli.algorithms is out of step with hashing._SPECS")
+    raise ImportError("openspec_cli.algorithms is out of step with hashing.SPECS")
 DEFAULT_ALGO = algorithms.DEFAULT_ALGO
 
-# Untagged lines only carry a length; where two algorithms share one, the first listed wins,
-# except XXH3-64, whose GNU lines always carry the XXH3_ prefix.
-_BY_LENGTH = {s.hex_len: n for n, s in reversed(_SPECS.items()) if n != "xxh3"}
-# Substrings of a sum file's name that say which algorithm wrote it; longest first, so that
-# "xxh32" is not read as "xxh3".
-_HINTS = (*sorted(_SPECS, key=len, reverse=True), "blake2", "b2")
-_TAG_TO_ALGO = {spec.tag: name for name, spec in _SPECS.items()} | {"BLAKE2b-512": "blake2b"}
-_TAG_RE = re.compile(
-    r"(XXH128|XXH32|XXH64|XXH3|SHA1|SHA224|SHA256|SHA384|SHA512|MD5"
-    r"|BLAKE2b-512|BLAKE2b) ?\("
-)
-_HEX_RE = re.compile(r"[0-9a-fA-F]+")
-_WHITE = " \t"
 
-
-def _spec(algo: str) -> _Spec:
+def spec_for(algo: str) -> AlgoSpec:
     try:
-        return _SPECS[algo]
+        return SPECS[algo]
     except KeyError:
         raise ValueError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}") from None
 
 
 def new_hasher(algo: str) -> Hasher:
     """A fresh streaming hasher; ValueError names the valid algorithms."""
-    return _spec(algo).factory()
+    return spec_for(algo).factory()
 
 
 def digest_bytes(data: BytesLike, algo: str = DEFAULT_ALGO) -> str:
@@ -120,12 +110,12 @@ def digest_bytes(data: BytesLike, algo: str = DEFAULT_ALGO) -> str:
 
 def hex_length(algo: str) -> int:
     """Number of hex digits the algorithm's digest has."""
-    return _spec(algo).hex_len
+    return spec_for(algo).hex_len
 
 
 def display_name_for_stdin(algo: str) -> str:
     """GNU tools call stdin ``-`` in their output; the xxhsum family calls it ``stdin``."""
-    return "stdin" if _spec(algo).xxhsum else "-"
+    return "stdin" if spec_for(algo).xxhsum else "-"
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -140,365 +130,14 @@ def escape_name(name: str) -> str:
     return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _unescape_name(text: str) -> str | None:
-    """Inverse of escape_name; None for any other escape or a trailing lone backslash (GNU)."""
-    out: list[str] = []
-    chars = iter(text)
-    for ch in chars:
-        if ch == "\\":
-            nxt = next(chars, "")
-            mapped = {"\\": "\\", "n": "\n", "r": "\r"}.get(nxt)
-            if mapped is None:
-                return None
-            out.append(mapped)
-        elif ch == "\0":
-            return None
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-_C_ESCAPES = {"\a": "a", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v"}
-_SHELL_SPECIAL = frozenset('!"$&()*;<=>[^`|?\\')
-_ALWAYS_SAFE = frozenset(string.ascii_letters + string.digits + "%+,-./:]_")
-
-
-def _printable(ch: str) -> bool:
-    if ch < "\x80":
-        return " " <= ch < "\x7f"
-    return unicodedata.category(ch) not in ("Cc", "Cs", "Cn")  # glibc iswprint, roughly
-
-
-def _escape_seq(ch: str) -> str | None:
-    if ch in _C_ESCAPES:
-        return "\\" + _C_ESCAPES[ch]
-    if _printable(ch):
-        return None
-    return "".join(f"\\{byte:03o}" for byte in ch.encode("utf-8", "surrogateescape"))
-
-
-def _special_at(name: str, i: int) -> bool:
-    """True if name[i] makes gnulib's shell-escape style add quotes (':' for quotef)."""
-    ch = name[i]
-    if ch in "#~":
-        return i == 0
-    if ch in "{}":
-        return len(name) == 1
-    return ch in _SHELL_SPECIAL or ch in " ':" or _escape_seq(ch) is not None
-
-
-def _compatible_at(name: str, i: int) -> bool:
-    """True if name[i] reads the same inside C double quotes as in shell quotes."""
-    ch = name[i]
-    if ch in _ALWAYS_SAFE or ch in " '":
-        return True
-    if ch in "#~{}":
-        return _special_at(name, i)
-    return ch not in _SHELL_SPECIAL and _printable(ch)
-
-
-def _single_quoted(name: str, pending: bool) -> tuple[str, bool, bool, bool]:
-    out = ["'"]
-    compatible, saw_quote = True, False
-    for i, ch in enumerate(name):
-        seq = _escape_seq(ch)
-        if seq is not None:
-            if not pending:
-                out.append("'$'")
-                pending = True
-            out.append(seq)
-            compatible = False
-        elif ch == "'":
-            saw_quote, pending = True, False
-            out.append("'\\''")
-        else:
-            if pending:
-                out.append("''")
-                pending = False
-            out.append(ch)
-            compatible = compatible and _compatible_at(name, i)
-    out.append("'")
-    return "".join(out), pending, compatible, saw_quote
-
-
-def quote_name(name: str) -> str:
-    """A name as coreutils quotes it in diagnostics (``quotef``, UTF-8 locale).
-
-    ``'a b'``, ``"it's"``, ``'x'$'\\n''y'``; plain names stay bare. Mirrors gnulib's quotearg,
-    including its quirk of starting with ``''`` when a name has both a quote and an escape and
-    the first pass ended inside ``$'...'``.
-    """
-    if name and not any(_special_at(name, i) for i in range(len(name))):
-        return name
-    text, pending, compatible, saw_quote = _single_quoted(name, False)
-    if saw_quote:
-        if compatible:
-            return f'"{name}"'
-        text = _single_quoted(name, pending)[0]
-    return text
-
-
 # --- formatting --------------------------------------------------------------------------------
 
 
 def format_sum_line(algo: str, hexdigest: str, name: str, *, tag: bool = False) -> str:
     """One sum line exactly as the real tool prints it, without the newline."""
-    spec = _spec(algo)
+    spec = spec_for(algo)
     marker, shown = ("\\", escape_name(name)) if _needs_escape(name) else ("", name)
     if tag:
         return f"{marker}{spec.tag} ({shown}) = {hexdigest}"
     prefix = "XXH3_" if algo == "xxh3" else ""
     return f"{marker}{prefix}{hexdigest}  {shown}"
-
-
-# --- parsing -----------------------------------------------------------------------------------
-
-
-class MalformedLine(ValueError):
-    """A line that is neither empty, a comment, nor a valid sum line (GNU counts these)."""
-
-
-@dataclass(frozen=True)
-class SumEntry:
-    """One checkable line: the digest to expect for a name, unescaped, hex in lowercase."""
-
-    algo: str
-    hexdigest: str
-    name: str
-    lineno: int
-
-
-def _hinted_algo(hint: str | None) -> str | None:
-    lowered = (hint or "").lower()
-    key = next((key for key in _HINTS if key in lowered), None)
-    return "blake2b" if key in ("blake2", "b2") else key
-
-
-def _strip_eol(line: str) -> str:
-    line = line[:-1] if line.endswith("\n") else line
-    return line[:-1] if line.endswith("\r") else line
-
-
-class _LineParser:
-    """Parses the lines of one sum file; keeps GNU's per-file "BSD reversed" state.
-
-    GNU accepts ``<hex> <name>`` (one blank, no marker) only if the file never used the
-    two-character marker form before, and then reads later ``<hex>  <name>`` lines with the
-    name starting at the second blank. GNU keeps that state for the whole process; we keep it
-    per sum file.
-    """
-
-    def __init__(self, algo: str | None, hint: str | None) -> None:
-        if algo is not None:
-            _spec(algo)
-        self.algo = algo
-        self.hinted = _hinted_algo(hint)
-        self.reversed: bool | None = None
-
-    def parse(self, line: str, lineno: int) -> SumEntry | None:
-        text = _strip_eol(line)
-        if not text or text.startswith("#"):
-            return None
-        i = len(text) - len(text.lstrip(_WHITE))
-        escaped = text[i : i + 1] == "\\"
-        rest = text[i + escaped :]
-        match = _TAG_RE.match(rest)
-        if match:
-            algo, digest, raw = self._split_tagged(match, rest)
-        else:
-            algo, digest, raw = self._split_untagged(rest)
-        name = _unescape_name(raw) if escaped else raw
-        if name is None:
-            raise MalformedLine(f"bad escape in name: {line!r}")
-        return SumEntry(algo, digest.lower(), name, lineno)
-
-    def _split_tagged(self, match: re.Match[str], rest: str) -> tuple[str, str, str]:
-        algo = _TAG_TO_ALGO[match.group(1)]
-        body = rest[match.end() :]
-        close = body.rfind(")")
-        after = body[close + 1 :].lstrip(_WHITE)
-        if close < 0 or not after.startswith("="):
-            raise MalformedLine(f"no ') = ' in tagged line: {rest!r}")
-        digest = after[1:].lstrip(_WHITE)
-        if (self.algo or algo) != algo or not self._valid_hex(digest, algo):
-            raise MalformedLine(f"bad {match.group(1)} digest: {digest!r}")
-        return algo, digest, body[:close]
-
-    def _split_untagged(self, rest: str) -> tuple[str, str, str]:
-        end = next((k for k, ch in enumerate(rest) if ch in _WHITE), len(rest))
-        token, after = rest[:end], rest[end + 1 :]
-        xxh3 = token.startswith("XXH3_")
-        digest = token[5:] if xxh3 else token
-        algo = self._algo_for(digest, xxh3)
-        if not after or not self._valid_hex(digest, algo):
-            raise MalformedLine(f"not a sum line: {rest!r}")
-        if len(after) == 1 or after[0] not in " *":
-            if self.reversed is False:
-                raise MalformedLine("'<hex> <name>' after '<hex>  <name>' lines")
-            self.reversed = True
-            return algo, digest, after
-        if self.reversed:
-            return algo, digest, after
-        self.reversed = False
-        return algo, digest, after[1:]
-
-    def _algo_for(self, digest: str, xxh3: bool) -> str:
-        if self.algo is not None:
-            return self.algo if not xxh3 or self.algo == "xxh3" else ""
-        if xxh3:
-            return "xxh3"
-        if self.hinted and _SPECS[self.hinted].hex_len == len(digest):
-            return self.hinted
-        return _BY_LENGTH.get(len(digest), "")
-
-    @staticmethod
-    def _valid_hex(digest: str, algo: str) -> bool:
-        return (
-            algo in _SPECS
-            and len(digest) == _SPECS[algo].hex_len
-            and bool(_HEX_RE.fullmatch(digest))
-        )
-
-
-def parse_sum_line(
-    line: str, *, algo: str | None = None, hint: str | None = None, lineno: int = 0
-) -> SumEntry | None:
-    """Parse one line of a sum file; None for an empty line or a ``#`` comment.
-
-    Like GNU, a line of only blanks is malformed (it is counted, not skipped). The algorithm
-    comes from the tag, the ``XXH3_`` prefix or the digest length; ``algo`` forces it. Shared
-    lengths (32: xxh128/md5, 16: xxh64/xxh3, 128: blake2b/sha512) follow ``hint``, the sum
-    file's name ("MD5SUMS" -> md5), else the default. Raises MalformedLine.
-    """
-    return _LineParser(algo, hint).parse(line, lineno)
-
-
-# --- checking ----------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckOptions:
-    """The ``-c`` flags. Unlike GNU, where the last of --status/--quiet/--warn wins, these are
-    independent; ``status`` silences stdout and the per-line warnings."""
-
-    quiet: bool = False
-    status: bool = False
-    strict: bool = False
-    ignore_missing: bool = False
-    warn: bool = False
-    algo: str | None = None
-
-
-@dataclass
-class CheckReport:
-    """What ``-c`` would print (lines without newline) and its exit code; the caller prints."""
-
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-    exit_code: int = 0
-
-
-def _result_name(name: str) -> str:
-    # coreutils 9.1 escapes a result name only when it holds a newline; '\' and CR go out raw.
-    return "\\" + escape_name(name) if "\n" in name else name
-
-
-def _plural(count: int, one: str, many: str) -> str:
-    return f"WARNING: {count} {one if count == 1 else many}"
-
-
-@dataclass
-class _Tally:
-    formatted: int = 0
-    malformed: int = 0
-    unreadable: int = 0
-    mismatched: int = 0
-    matched: int = 0
-
-
-def check_sums(
-    lines: Iterable[str],
-    sum_file_name: str,
-    hash_file: Callable[[str, str], str],
-    options: CheckOptions,
-    prog: str = "openspec",
-) -> CheckReport:
-    """Verify one sum file the way ``sha256sum -c`` does: same lines, same exit code (0 or 1).
-
-    ``lines`` are the file split on ``\\n`` only (CR is part of a name unless it ends the line),
-    decoded with surrogateescape. ``hash_file(path, algo)`` returns the hex digest or raises
-    OSError. For several sum files call this once per file and exit with the max exit code.
-    ``-`` as ``sum_file_name`` is shown as "standard input", as GNU does.
-    """
-    parser = _LineParser(options.algo, sum_file_name)
-    shown = quote_name("standard input" if sum_file_name == "-" else sum_file_name)
-    label = _spec(options.algo or parser.hinted or DEFAULT_ALGO).tag
-    report, tally = CheckReport(), _Tally()
-    for lineno, line in enumerate(lines, 1):
-        try:
-            entry = parser.parse(line, lineno)
-        except MalformedLine:
-            tally.malformed += 1
-            if options.warn and not options.status:
-                report.stderr.append(
-                    f"{prog}: {shown}: {lineno}: improperly formatted {label} checksum line"
-                )
-            continue
-        if entry is not None:
-            tally.formatted += 1
-            _check_entry(entry, hash_file, options, prog, report, tally)
-    _summarize(options, prog, shown, report, tally)
-    return report
-
-
-def _check_entry(
-    entry: SumEntry,
-    hash_file: Callable[[str, str], str],
-    options: CheckOptions,
-    prog: str,
-    report: CheckReport,
-    tally: _Tally,
-) -> None:
-    try:
-        actual = hash_file(entry.name, entry.algo)
-    except OSError as exc:
-        if options.ignore_missing and isinstance(exc, FileNotFoundError):
-            return
-        tally.unreadable += 1
-        report.stderr.append(f"{prog}: {quote_name(entry.name)}: {exc.strerror or exc}")
-        if not options.status:
-            report.stdout.append(f"{_result_name(entry.name)}: FAILED open or read")
-        return
-    if actual.lower() == entry.hexdigest:
-        tally.matched += 1
-        if not (options.quiet or options.status):
-            report.stdout.append(f"{_result_name(entry.name)}: OK")
-    else:
-        tally.mismatched += 1
-        if not options.status:
-            report.stdout.append(f"{_result_name(entry.name)}: FAILED")
-
-
-def _summarize(
-    options: CheckOptions, prog: str, shown: str, report: CheckReport, tally: _Tally
-) -> None:
-    if not tally.formatted:
-        report.stderr.append(f"{prog}: {shown}: no properly formatted checksum lines found")
-        report.exit_code = 1
-        return
-    if not options.status:
-        for count, one, many in (
-            (tally.malformed, "line is improperly formatted", "lines are improperly formatted"),
-            (tally.unreadable, "listed file could not be read", "listed files could not be read"),
-            (
-                tally.mismatched,
-                "computed checksum did NOT match",
-                "computed checksums did NOT match",
-            ),
-        ):
-            if count:
-                report.stderr.append(f"{prog}: {_plural(count, one, many)}")
-        if options.ignore_missing and not tally.matched:
-            report.stderr.append(f"{prog}: {shown}: no file was verified")
-    failed = tally.mismatched or tally.unreadable or (options.strict and tally.malformed)
-    report.exit_code = 1 if failed or not tally.matched else 0

@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from openspec_cli.errors import UsageError, describe_os_error
+from openspec_cli.errors import UsageError, describe_os_error, kind_name
 
 
 @dataclass(frozen=True)
@@ -41,25 +41,6 @@ def _stat_source(path: str) -> os.stat_result:
         return os.stat(path)
     except OSError as err:
         raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
-
-
-_KINDS = (
-    (stat.S_ISLNK, "a symlink"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISREG, "a file"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def kind_name(mode: int) -> str:
-    """What a stat mode is, for messages: ``a FIFO``, ``a directory``, ..."""
-    for test, name in _KINDS:
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[Step]:

@@ -17,17 +17,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openspec_cli import pressure
 from openspec_cli.checkpoint import Checkpoint, list_all
 from openspec_cli.chunking import MAX_CHUNK, MIN_CHUNK, initial_chunk_size
 from openspec_cli.cleanup import Cleanup, Priority
-from openspec_cli.engine import POOL_SIZE, EngineView, NullObserver, Observer, StreamStats
+from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.plan import Step
 from openspec_cli.transfer import CopyOptions, FileResult, copy_file
 from openspec_cli.tree import finish_tree, prepare_tree, record_sum
+
+if TYPE_CHECKING:
+    from openspec_cli.engine import EngineView, Observer
 
 #: Least memory for buffers, whatever the ceiling says: one stream with a pool of small chunks.
 MIN_BUDGET = POOL_SIZE * MIN_CHUNK

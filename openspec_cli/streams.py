@@ -6,13 +6,11 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from openspec_cli import hashing
 from openspec_cli.chunking import MAX_CHUNK
 from openspec_cli.engine import (
     NullObserver,
-    Observer,
     Pump,
     RateLimiter,
     StreamStats,
@@ -26,8 +24,14 @@ from openspec_cli.errors import (
     UsageError,
     describe_os_error,
     from_os_error,
+    kind_name,
 )
-from openspec_cli.plan import kind_name
+from openspec_cli.records import Record
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from openspec_cli.engine import Observer
 
 STDIN = "-"
 #: After Ctrl-C, how long cat waits for a write into a stalled pipe before leaving it behind.
@@ -77,14 +81,16 @@ def hash_path(
         os.close(fd)
 
 
-@dataclass
-class CatResult:
+class CatResult(Record):
     """What ``cat`` moved, and the digest of everything it wrote when one was asked for."""
 
-    bytes: int
-    algo: str | None
-    digest: str | None
-    seconds: float
+    __slots__ = ("bytes", "algo", "digest", "seconds")
+
+    def __init__(self, bytes: int, algo: str | None, digest: str | None, seconds: float) -> None:
+        self.bytes = bytes
+        self.algo = algo
+        self.digest = digest
+        self.seconds = seconds
 
 
 def _check_inputs(paths: list[str]) -> None:
@@ -162,14 +168,17 @@ def cat(
     return CatResult(total, algo, hasher.hexdigest() if hasher else None, seconds)
 
 
-@dataclass(frozen=True)
-class Difference:
-    """Where two files (or trees) first disagree."""
+class Difference(Record):
+    """Where two files (or trees) first disagree; ``offset`` is the first differing byte, or
+    None when the difference is not in the bytes."""
 
-    left: str
-    right: str
-    offset: int | None  # first differing byte; None when the difference is not in the bytes
-    reason: str
+    __slots__ = ("left", "right", "offset", "reason")
+
+    def __init__(self, left: str, right: str, offset: int | None, reason: str) -> None:
+        self.left = left
+        self.right = right
+        self.offset = offset
+        self.reason = reason
 
     def describe(self) -> str:
         """One line in the style of ``cmp``."""

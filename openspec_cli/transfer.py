@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openspec_cli import checkpoint as ckpt
 from openspec_cli import hashing, retry
@@ -25,8 +25,6 @@ from openspec_cli.checkpoint import PARTIAL_SUFFIX, Checkpoint
 from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER
 from openspec_cli.engine import (
     NullObserver,
-    Observer,
-    Pacer,
     Pump,
     RateLimiter,
     StreamStats,
@@ -45,8 +43,11 @@ from openspec_cli.errors import (
     describe_os_error,
     from_os_error,
 )
-from openspec_cli.hashing import Hasher
 from openspec_cli.streams import hash_path
+
+if TYPE_CHECKING:
+    from openspec_cli.engine import Observer, Pacer
+    from openspec_cli.hashing import Hasher
 
 __all__ = ["PARTIAL_SUFFIX", "CopyOptions", "FileResult", "copy_file", "resume"]
 

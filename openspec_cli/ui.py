@@ -11,12 +11,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
 
-from openspec_cli.engine import EngineView, StreamStats
+from openspec_cli.engine import StreamStats
 
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from rich.console import Console, RenderableType
+
+    from openspec_cli.engine import EngineView
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 

@@ -11,9 +11,15 @@ import sys
 from collections.abc import Callable
 
 from openspec_cli import hashing
-from openspec_cli.engine import NullObserver, Observer, Pump, RateLimiter, StreamStats
+from openspec_cli.engine import NullObserver, Pump, RateLimiter, StreamStats
 from openspec_cli.errors import ExitCode, OpenspecError, TransferIOError, describe_os_error
 from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path, require_identical
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from openspec_cli import sumfiles
+    from openspec_cli.engine import Observer
 
 Say = Callable[[str], None]
 
@@ -68,7 +74,7 @@ def run_digests(
 
 
 def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None) -> str:
-    """``hash_file`` for :func:`hashing.check_sums`: failures must surface as OSError."""
+    """``hash_file`` for :func:`sumfiles.check_sums`: failures must surface as OSError."""
     if os.path.isdir(path):
         raise IsADirectoryError(21, "Is a directory", path)
     try:
@@ -94,9 +100,11 @@ def _read_sum_lines(path: str) -> list[str]:
 
 
 def run_check(
-    sum_files: list[str], options: hashing.CheckOptions, limiter: RateLimiter | None, say: Say
+    sum_files: list[str], options: sumfiles.CheckOptions, limiter: RateLimiter | None, say: Say
 ) -> int:
     """Check each sum file as ``sha256sum -c`` does; the worst exit code wins."""
+    from openspec_cli import sumfiles
+
     code = 0
     for sum_file in sum_files:
         try:
@@ -106,7 +114,7 @@ def run_check(
             code = max(code, int(ExitCode.MISMATCH))
             continue
         name = "standard input" if sum_file == STDIN else sum_file
-        report = hashing.check_sums(
+        report = sumfiles.check_sums(
             lines, name, lambda p, a: _hash_for_check(p, a, limiter), options
         )
         for line in report.stdout:

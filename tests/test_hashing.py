@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openspec_cli import hashing
-from openspec_cli.hashing import CheckOptions, MalformedLine, SumEntry
+from openspec_cli import hashing, sumfiles
+from openspec_cli.sumfiles import CheckOptions, MalformedLine, SumEntry
 
 EMPTY_DIGESTS = {
     "xxh128": "99aa06d3014798d86001c324468d497f",
@@ -130,12 +130,12 @@ def test_format_sum_line(algo: str, digest: str, name: str, tag: bool, expected:
     ],
 )
 def test_parse_accepts_what_gnu_accepts(line: str, expected: SumEntry) -> None:
-    assert hashing.parse_sum_line(line) == expected
+    assert sumfiles.parse_sum_line(line) == expected
 
 
 @pytest.mark.parametrize("line", ["", "\n", "\r\n", "# comment", "#"])
 def test_parse_skips_empty_lines_and_comments(line: str) -> None:
-    assert hashing.parse_sum_line(line) is None
+    assert sumfiles.parse_sum_line(line) is None
 
 
 @pytest.mark.parametrize(
@@ -160,12 +160,12 @@ def test_parse_skips_empty_lines_and_comments(line: str) -> None:
 )
 def test_parse_rejects_malformed(line: str) -> None:
     with pytest.raises(MalformedLine):
-        hashing.parse_sum_line(line)
+        sumfiles.parse_sum_line(line)
 
 
 def test_forced_algorithm_must_fit_the_line() -> None:
-    assert hashing.parse_sum_line(f"{H32}  f", algo="md5") == SumEntry("md5", H32, "f", 0)
-    assert hashing.parse_sum_line(f"{'a' * 16}  f", algo="xxh3") == SumEntry(
+    assert sumfiles.parse_sum_line(f"{H32}  f", algo="md5") == SumEntry("md5", H32, "f", 0)
+    assert sumfiles.parse_sum_line(f"{'a' * 16}  f", algo="xxh3") == SumEntry(
         "xxh3", "a" * 16, "f", 0
     )
     for line, algo in [
@@ -174,9 +174,9 @@ def test_forced_algorithm_must_fit_the_line() -> None:
         (f"XXH3_{'a' * 16}  f", "xxh64"),
     ]:
         with pytest.raises(MalformedLine):
-            hashing.parse_sum_line(line, algo=algo)
+            sumfiles.parse_sum_line(line, algo=algo)
     with pytest.raises(ValueError, match="unknown algorithm"):
-        hashing.parse_sum_line(f"{H32}  f", algo="nope")
+        sumfiles.parse_sum_line(f"{H32}  f", algo="nope")
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ def test_forced_algorithm_must_fit_the_line() -> None:
     ],
 )
 def test_hint_resolves_shared_lengths(hint: str | None, length: int, algo: str) -> None:
-    entry = hashing.parse_sum_line(f"{'e' * length}  f", hint=hint, lineno=7)
+    entry = sumfiles.parse_sum_line(f"{'e' * length}  f", hint=hint, lineno=7)
     assert entry == SumEntry(algo, "e" * length, "f", 7)
 
 
@@ -206,7 +206,7 @@ def test_format_then_parse_round_trips(algo: str, name: str, tag: bool, data: by
     assert "\n" not in line
     # Without a tag, shared lengths need the forced algorithm (or a hint) to come back.
     forced = None if tag or algo in ("sha256", "sha1", "xxh3") else algo
-    assert hashing.parse_sum_line(line + "\n", algo=forced) == SumEntry(algo, digest, name, 0)
+    assert sumfiles.parse_sum_line(line + "\n", algo=forced) == SumEntry(algo, digest, name, 0)
 
 
 @settings(max_examples=300)
@@ -220,7 +220,7 @@ def test_format_then_parse_round_trips(algo: str, name: str, tag: bool, data: by
 )
 def test_parse_never_fails_except_malformed(line: str, algo: str | None, hint: str | None) -> None:
     try:
-        entry = hashing.parse_sum_line(line, algo=algo, hint=hint)
+        entry = sumfiles.parse_sum_line(line, algo=algo, hint=hint)
     except MalformedLine:
         return
     if entry is not None:
@@ -260,7 +260,7 @@ def test_parse_never_fails_except_malformed(line: str, algo: str | None, hint: s
     ],
 )
 def test_quote_name_matches_coreutils(name: str, quoted: str) -> None:
-    assert hashing.quote_name(name) == quoted
+    assert sumfiles.quote_name(name) == quoted
 
 
 # --- checking ----------------------------------------------------------------------------------
@@ -286,8 +286,8 @@ def sum_line(
     return hashing.format_sum_line(algo, hashing.digest_bytes(content, algo), name, tag=tag)
 
 
-def check(lines: list[str], name: str = "SUMS", **opts: Any) -> hashing.CheckReport:
-    return hashing.check_sums(lines, name, fake_hash_file(FILES), CheckOptions(**opts))
+def check(lines: list[str], name: str = "SUMS", **opts: Any) -> sumfiles.CheckReport:
+    return sumfiles.check_sums(lines, name, fake_hash_file(FILES), CheckOptions(**opts))
 
 
 def test_all_good_lines_pass() -> None:
@@ -329,7 +329,7 @@ def test_mismatch_and_unreadable_are_reported() -> None:
 
 
 def test_singular_warnings_and_prog_name() -> None:
-    report = hashing.check_sums(
+    report = sumfiles.check_sums(
         ["junk", sum_line("gone"), sum_line("a", data=b"x")],
         "SUMS",
         fake_hash_file(FILES),
@@ -443,7 +443,7 @@ def test_bsd_reversed_lines_cannot_follow_marked_lines() -> None:
     ),
 )
 def test_check_never_crashes(lines: list[str], options: CheckOptions) -> None:
-    report = hashing.check_sums(lines, "SUMS", fake_hash_file(FILES), options)
+    report = sumfiles.check_sums(lines, "SUMS", fake_hash_file(FILES), options)
     assert report.exit_code in (0, 1)
     if options.status:
         assert report.stdout == []

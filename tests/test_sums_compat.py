@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openspec_cli import hashing
-from openspec_cli.hashing import CheckOptions
+from openspec_cli import hashing, sumfiles
+from openspec_cli.sumfiles import CheckOptions
 
 ENV = {**os.environ, "LC_ALL": "C.UTF-8"}  # quoting of non-ASCII names depends on the locale
 
@@ -177,12 +177,12 @@ def test_tool_sum_files_check_ok_and_detect_tampering(
     (tmp_path / sum_name).write_bytes(written)
     lines = lines_of(written)
 
-    report = hashing.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
+    report = sumfiles.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
     assert report.stdout == [f"{result_name(n)}: OK" for n in names]
     assert (report.stderr, report.exit_code) == ([], 0)
 
     (tmp_path / names[0]).write_bytes(b"tampered")
-    report = hashing.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
+    report = sumfiles.check_sums(lines, sum_name, real_hash_file(tmp_path), CheckOptions())
     theirs = run([*tool.cmd, "-c", sum_name], tmp_path)
     assert f"{names[0]}: FAILED" in report.stdout
     assert report.exit_code == theirs.returncode == 1
@@ -261,7 +261,7 @@ def assert_same_as_sha256sum(
 ) -> None:
     theirs = run(["sha256sum", "-c", *flags, "--", sum_name], root)
     lines = lines_of((root / sum_name).read_bytes())
-    ours = hashing.check_sums(lines, sum_name, real_hash_file(root), options_for(flags, algo))
+    ours = sumfiles.check_sums(lines, sum_name, real_hash_file(root), options_for(flags, algo))
     assert ours.stdout == lines_of(theirs.stdout)
     assert ours.stderr == [
         line.replace("sha256sum: ", "openspec: ", 1) for line in lines_of(theirs.stderr)
@@ -372,5 +372,5 @@ QUOTE_CHARS = st.sampled_from(
 def test_quote_name_like_coreutils(name: str, tmp_path: Path) -> None:
     result = run(["sha256sum", "--", name], tmp_path)
     assert lines_of(result.stderr) == [
-        f"sha256sum: {hashing.quote_name(name)}: No such file or directory"
+        f"sha256sum: {sumfiles.quote_name(name)}: No such file or directory"
     ]
