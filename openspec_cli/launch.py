@@ -101,7 +101,10 @@ def main() -> None:
         cli.main()
         return
     name, values, debug = parsed
-    from openspec_cli import commands
-
+    try:
+        from openspec_cli import commands
+    except KeyboardInterrupt:  # Ctrl-C while starting: no traceback (commands handle it later)
+        sys.stderr.write("openspec: interrupted\n")
+        raise SystemExit(130) from None  # ExitCode.INTERRUPTED, without importing errors
     commands.settings.debug = debug
     getattr(commands, name)(**values)

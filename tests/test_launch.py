@@ -200,3 +200,27 @@ def test_a_bad_size_is_one_line_on_either_path(tmp_path: Path, args: list[str]) 
         "openspec: invalid value for --limit-rate: '2Q' is not a size (examples: 512K, 20M, 1.5G)"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+class _InterruptingFinder:
+    """Raises KeyboardInterrupt when openspec_cli.commands is imported: a Ctrl-C at start-up."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "openspec_cli.commands":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_starting_is_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import openspec_cli
+
+    monkeypatch.delitem(sys.modules, "openspec_cli.commands")
+    monkeypatch.delattr(openspec_cli, "commands")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptingFinder(), *sys.meta_path])
+    monkeypatch.setattr(sys, "argv", ["openspec", "verify", "f"])
+    with pytest.raises(SystemExit) as exited:
+        launch.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "openspec: interrupted\n"
