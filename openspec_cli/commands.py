@@ -156,7 +156,7 @@ def progress(
         yield log
 
 
-def emit_json(payload: dict[str, Any]) -> None:
+def _emit_json(payload: dict[str, Any]) -> None:
     import json
 
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
@@ -209,14 +209,14 @@ def copy(
                 no_cache=no_cache,
                 observer=observer,
             )
-        report(result.files, "copy", quiet, as_json, result.engine, result.errors)
+        _report(result.files, "copy", quiet, as_json, result.engine, result.errors)
         if result.errors:
             for err in result.errors:
                 say(err.message)
             raise SystemExit(max(int(err.exit_code) for err in result.errors))
 
 
-def report(
+def _report(
     results: list[Any],
     command: str,
     quiet: bool,
@@ -226,16 +226,16 @@ def report(
 ) -> None:
     if as_json:
         wall = float(engine["seconds"]) if engine is not None else None
-        summary = copy_summary(results, command, wall)
+        summary = _copy_summary(results, command, wall)
         if engine is not None:
             summary["engine"] = engine
         summary["errors"] = [err.message for err in errors or []]
-        emit_json(summary)
+        _emit_json(summary)
     elif not quiet and (results or not errors):
         _print_copy_summary(results, engine)
 
 
-def copy_summary(
+def _copy_summary(
     results: list[Any], command: str = "copy", wall: float | None = None
 ) -> dict[str, Any]:
     """The ``--json`` object; totals use wall time when streams ran side by side."""
@@ -345,7 +345,7 @@ def resume(
                 results = [
                     api.resume(i, restart=restart, limit_rate=rate, observer=observer) for i in ids
                 ]
-            report(results, "resume", quiet, as_json)
+            _report(results, "resume", quiet, as_json)
 
 
 # ---------------------------------------------------------------------------- cat

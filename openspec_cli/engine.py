@@ -245,7 +245,7 @@ class Pump:
             # Pools are sized from the ceiling: a scheduler's memory budget holds from the start.
             ceiling = pacer.chunk_ceiling if pacer is not None else MAX_CHUNK
             sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
-        self.sizer: ChunkSizer | None = sizer
+        self.sizer = sizer
         stats.chunk_size = sizer.size
 
     def run(self) -> int:
@@ -261,7 +261,6 @@ class Pump:
         return self._run_threaded()
 
     def _read(self, buf: memoryview) -> int:
-        assert self.sizer is not None
         size = min(self.sizer.size, len(buf))
         while True:
             try:
@@ -270,7 +269,6 @@ class Pump:
                 continue
 
     def _account(self, n: int) -> None:
-        assert self.sizer is not None
         stats = self.stats
         stats.done += n
         size = self.sizer.record(n)
@@ -292,14 +290,12 @@ class Pump:
         pacer = self.pacer
         if pacer is not None:
             pacer.before_chunk(self.stats)
-            assert self.sizer is not None
             if pacer.chunk_ceiling != self.sizer.ceiling:
                 self.sizer.set_ceiling(pacer.chunk_ceiling)
         return time.monotonic()
 
     def _borrow(self, count: int) -> list[memoryview]:
         """This stream's buffers: from the scheduler's bank when there is one."""
-        assert self.sizer is not None
         size = buffer_size_for(self.stats.total, self.sizer.ceiling)
         if self.pacer is not None:
             buffers = self.pacer.lend(count, size)
@@ -419,7 +415,6 @@ class Pump:
             self.on_commit(self.stats.done, snap)
 
     def _finish(self) -> None:
-        assert self.sizer is not None
         self.stats.chunk_sizes = list(self.sizer.sizes_used)
         self.stats.finished = time.monotonic()
 

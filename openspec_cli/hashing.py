@@ -90,6 +90,7 @@ DEFAULT_ALGO = algorithms.DEFAULT_ALGO
 
 
 def spec_for(algo: str) -> AlgoSpec:
+    """The algorithm's spec; ValueError names the valid algorithms."""
     try:
         return SPECS[algo]
     except KeyError:

@@ -65,11 +65,11 @@ def _kind(command: str, param: TyperOption) -> tuple[str, int | None]:
     raise SpecError(f"{where}: type {param.type!r} is not supported")
 
 
-def command_spec(name: str) -> tuple[tuple[str, bool], dict[str, Any], dict[str, Any]]:
-    """(argument, options, defaults) of one command, as launch.py reads them."""
-    group = get_command(cli.app)
-    root = _click.Context(group, info_name="openspec")
-    command = group.get_command(root, name)  # type: ignore[attr-defined]
+def command_spec(
+    root: _click.Context, name: str
+) -> tuple[tuple[str, bool], dict[str, Any], dict[str, Any]]:
+    """(argument, options, defaults) of one command of the group in ``root``."""
+    command = root.command.get_command(root, name)  # type: ignore[attr-defined]
     if command is None:
         raise SpecError(f"no command {name!r}")
     ctx = _click.Context(command, info_name=name, parent=root)
@@ -112,7 +112,8 @@ def _block(name: str, entries: dict[str, Any]) -> list[str]:
 
 def render() -> str:
     """The module's source: three tables keyed by command name."""
-    specs = {name: command_spec(name) for name in FAST_COMMANDS}
+    root = _click.Context(get_command(cli.app), info_name="openspec")
+    specs = {name: command_spec(root, name) for name in FAST_COMMANDS}
     lines = ["ARGUMENTS: dict[str, tuple[str, bool]] = {"]
     lines += [f"    {_literal(name)}: {_literal(spec[0])}," for name, spec in specs.items()]
     lines += ["}", "", "OPTIONS: dict[str, dict[str, tuple[str, str, int | None]]] = {"]
