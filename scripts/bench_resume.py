@@ -72,7 +72,6 @@ from compare import (
     find_openspec,
     interpreter_of,
     make_source,
-    parse_size,
     ratio,
     warm,
 )
@@ -97,48 +96,16 @@ CHILD_CODE = (
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Time checkpointing on/off and a resume at 50% against a full copy.",
-    )
-    parser.add_argument(
-        "--size",
-        type=parse_size,
-        default=parse_size("1G"),
-        help="size of the random test file (default 1G; binary units; at least 2M)",
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="where to make the temporary directory (default: system temp)",
-    )
-    parser.add_argument(
-        "--runs", type=compare._positive, default=5, help="timed runs per side (default 5)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=compare._non_negative,
-        default=1,
-        help="untimed rounds per scenario before the timed ones (default 1)",
-    )
-    parser.add_argument(
-        "--openspec",
-        default=None,
-        help="openspec to test (default: next to this python, else on PATH)",
-    )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="also save the results as JSON to FILE",
+    parser = compare.run_parser(
+        PROG,
+        "Time checkpointing on/off and a resume at 50% against a full copy.",
+        size_note="; at least 2M",
+        unit="scenario",
     )
     args = parser.parse_args(argv)
     if args.size < MIN_SIZE:
         parser.error("--size: at least 2M, so that a checkpoint falls before the halfway point")
-    if args.dir is not None and not args.dir.is_dir():
-        parser.error(f"--dir: '{args.dir}' is not a directory")
+    compare.check_dir(parser, args)
     return args
 
 

@@ -117,16 +117,17 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Time openspec against cp, xxh128sum, pv and python start-up; print ratios.",
-    )
+def run_parser(
+    prog: str, description: str, size_note: str = "", unit: str = "pair"
+) -> argparse.ArgumentParser:
+    """The options every benchmark script here takes (also scripts/bench_resume.py): the test
+    file's size and place, runs and warm-up rounds, which openspec, and a JSON copy."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--size",
         type=parse_size,
         default=parse_size("1G"),
-        help="size of the random test file (default 1G; binary units)",
+        help=f"size of the random test file (default 1G; binary units{size_note})",
     )
     parser.add_argument(
         "--dir",
@@ -139,7 +140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup",
         type=_non_negative,
         default=1,
-        help="untimed rounds per pair before the timed ones (default 1)",
+        help=f"untimed rounds per {unit} before the timed ones (default 1)",
     )
     parser.add_argument(
         "--openspec",
@@ -153,9 +154,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="also save the results as JSON to FILE",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a --dir that is not a directory, as argparse refuses a bad value."""
     if args.dir is not None and not args.dir.is_dir():
         parser.error(f"--dir: '{args.dir}' is not a directory")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = run_parser(
+        PROG, "Time openspec against cp, xxh128sum, pv and python start-up; print ratios."
+    )
+    args = parser.parse_args(argv)
+    check_dir(parser, args)
     return args
 
 
