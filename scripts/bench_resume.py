@@ -50,7 +50,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -68,7 +67,6 @@ from compare import (
     MissingTool,
     Runner,
     Sample,
-    Stopped,
     find_openspec,
     interpreter_of,
     make_source,
@@ -650,47 +648,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingTool as err:
         sys.stderr.write(f"{PROG}: {err}\n")
         return err.exit_code
-    # Python leaves SIGINT ignored if it started ignored (background jobs): Ctrl-C must work.
-    handlers = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, compare._raise_stopped),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, compare._raise_stopped),
-    }
     work = Path(tempfile.mkdtemp(prefix="openspec-bench-resume-", dir=args.dir))
     runner = make_runner(work, tools)
-    # Every openspec started from here (and the child) keeps its checkpoints in `work`.
-    saved_state = os.environ.get("OPENSPEC_STATE_DIR")
-    os.environ["OPENSPEC_STATE_DIR"] = str(work / "state")
-    try:
-        load_before = os.getloadavg()[0]
-        results = benchmark(runner, tools, args)
-        loads = (load_before, os.getloadavg()[0])
-        print(render(results, tools, args.runs, args.warmup, loads), flush=True)
-        if args.json is not None:
-            payload = to_json(results, tools, args.runs, args.warmup, loads)
-            args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        return 0
-    except Failure as err:
-        sys.stderr.write(f"\n{PROG}: error: {err}\n")
-        return err.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\n{PROG}: interrupted; cleaning up\n")
-        return 128 + signal.SIGINT
-    except Stopped as stop:
-        sys.stderr.write(f"\n{PROG}: stopped by signal {stop.signum}; cleaning up\n")
-        return 128 + stop.signum
-    finally:
-        for signum in handlers:  # a second Ctrl-C must not cut the clean-up short
-            signal.signal(signum, signal.SIG_IGN)
-        runner.stop_all()
-        compare._remove_tree(work)
-        if saved_state is None:
-            os.environ.pop("OPENSPEC_STATE_DIR", None)
-        else:
-            os.environ["OPENSPEC_STATE_DIR"] = saved_state
-        for signum, handler in handlers.items():
-            if handler is not None:
-                signal.signal(signum, handler)
+
+    def body() -> None:
+        # Every openspec started from here (and the child) keeps its checkpoints in `work`.
+        saved_state = os.environ.get("OPENSPEC_STATE_DIR")
+        os.environ["OPENSPEC_STATE_DIR"] = str(work / "state")
+        try:
+            load_before = os.getloadavg()[0]
+            results = benchmark(runner, tools, args)
+            loads = (load_before, os.getloadavg()[0])
+            print(render(results, tools, args.runs, args.warmup, loads), flush=True)
+            if args.json is not None:
+                payload = to_json(results, tools, args.runs, args.warmup, loads)
+                args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        finally:
+            if saved_state is None:
+                os.environ.pop("OPENSPEC_STATE_DIR", None)
+            else:
+                os.environ["OPENSPEC_STATE_DIR"] = saved_state
+
+    return compare.run_guarded(PROG, work, runner, body)
 
 
 if __name__ == "__main__":

@@ -776,38 +776,32 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        tools = find_tools(args.openspec)
-    except MissingTool as err:
-        sys.stderr.write(f"{PROG}: {err}\n")
-        return err.exit_code
+def run_guarded(
+    prog: str,
+    work: Path,
+    runner: Runner,
+    body: Callable[[], None],
+) -> int:
+    """The frame both benchmark scripts run in (also scripts/bench_resume.py): SIGTERM and
+    SIGHUP end the run like Ctrl-C, every failure is one line and an exit code, and the
+    processes and the work directory are gone afterwards, whatever happened."""
     # Python leaves SIGINT ignored if it started ignored (background jobs): Ctrl-C must work.
     handlers = {
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
         signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stopped),
         signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_stopped),
     }
-    work = Path(tempfile.mkdtemp(prefix="openspec-compare-", dir=args.dir))
-    runner = Runner(work, tools)
     try:
-        load_before = os.getloadavg()[0]
-        results = benchmark(runner, args)
-        loads = (load_before, os.getloadavg()[0])
-        print(render(results, tools, args.size, args.runs, args.warmup), flush=True)
-        if args.json is not None:
-            payload = to_json(results, tools, args.size, args.runs, args.warmup, loads)
-            args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        body()
         return 0
     except Failure as err:
-        sys.stderr.write(f"\n{PROG}: error: {err}\n")
+        sys.stderr.write(f"\n{prog}: error: {err}\n")
         return err.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write(f"\n{PROG}: interrupted; cleaning up\n")
+        sys.stderr.write(f"\n{prog}: interrupted; cleaning up\n")
         return 128 + signal.SIGINT
     except Stopped as stop:
-        sys.stderr.write(f"\n{PROG}: stopped by signal {stop.signum}; cleaning up\n")
+        sys.stderr.write(f"\n{prog}: stopped by signal {stop.signum}; cleaning up\n")
         return 128 + stop.signum
     finally:
         for signum in handlers:  # a second Ctrl-C must not cut the clean-up short
@@ -817,6 +811,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum, handler in handlers.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        tools = find_tools(args.openspec)
+    except MissingTool as err:
+        sys.stderr.write(f"{PROG}: {err}\n")
+        return err.exit_code
+    work = Path(tempfile.mkdtemp(prefix="openspec-compare-", dir=args.dir))
+    runner = Runner(work, tools)
+
+    def body() -> None:
+        load_before = os.getloadavg()[0]
+        results = benchmark(runner, args)
+        loads = (load_before, os.getloadavg()[0])
+        print(render(results, tools, args.size, args.runs, args.warmup), flush=True)
+        if args.json is not None:
+            payload = to_json(results, tools, args.size, args.runs, args.warmup, loads)
+            args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+    return run_guarded(PROG, work, runner, body)
 
 
 if __name__ == "__main__":
