@@ -7,12 +7,19 @@ through the same engine as every other command.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable
 
 from openspec_cli import hashing
 from openspec_cli.engine import NullObserver, Pump, RateLimiter, StreamStats
-from openspec_cli.errors import ExitCode, OpenspecError, TransferIOError, describe_os_error
+from openspec_cli.errors import (
+    ExitCode,
+    OpenspecError,
+    TransferIOError,
+    describe_os_error,
+    from_os_error,
+)
 from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path, require_identical
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
@@ -40,9 +47,15 @@ def hash_any(
         finally:
             observer.stream_finished(stats)
         return hasher.hexdigest()
-    if os.path.isdir(path):
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise from_os_error(err, path) from err
+    if stat.S_ISDIR(st.st_mode):
         raise OpenspecError(f"'{path}': Is a directory", ExitCode.USAGE)
-    stats = StreamStats(name=os.path.basename(path))
+    # Known before the stream starts, so progress shows a percentage and logs say the size.
+    total = st.st_size if stat.S_ISREG(st.st_mode) else None
+    stats = StreamStats(name=os.path.basename(path), total=total)
     observer.stream_started(stats)
     try:
         return hash_path(path, algo, stats=stats, limiter=limiter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -159,6 +160,20 @@ def test_directory_is_reported_and_others_still_hashed(runner: CliRunner, tmp_pa
     assert result.exit_code != 0
     assert result.stdout == f"{reference_digest(a, 'xxh128')}  {tmp_path / 'a'}\n"
     assert_one_error_line(result.stderr, "dir")
+
+
+def test_progress_knows_each_files_size_from_the_start(tmp_path: Path) -> None:
+    """Without the size up front the panel shows no percentage and logs say ``total: null``."""
+    sizes = {"big": 2 * MIB + 5, "small": 100}
+    for name, size in sizes.items():
+        write_random(tmp_path / name, size)
+
+    result = run_openspec(["verify", "--progress", "json", *sizes], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.decode().splitlines()]
+    starts = {e["name"]: e["total"] for e in events if e["event"] == "start"}
+    assert starts == sizes
 
 
 # ---------------------------------------------------------------------------- -c
