@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
     from openspec_cli.hashing import Hasher
 
+#: Largest chunk when there is nothing to write (verify): the hash then reads what was just
+#: copied into the buffer while it is still in the CPU's cache. 1 GiB page-cached, read and
+#: hashed in a loop: 0.199 s with 256 KiB chunks, 0.230 s with 1 MiB.
+HASH_ONLY_CHUNK = 256 * 1024
+
 #: Buffers per stream: one being read, one being written, two in flight to absorb jitter.
 POOL_SIZE = 4
 
@@ -243,7 +248,7 @@ class Pump:
             self._read_pos = self._dropped = os.lseek(src, 0, os.SEEK_CUR)
         if sizer is None:
             # Pools are sized from the ceiling: a scheduler's memory budget holds from the start.
-            ceiling = pacer.chunk_ceiling if pacer is not None else MAX_CHUNK
+            ceiling = self._ceiling(pacer.chunk_ceiling if pacer is not None else MAX_CHUNK)
             sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
         self.sizer = sizer
         stats.chunk_size = sizer.size
@@ -259,6 +264,10 @@ class Pump:
         if small or self.sink is None:
             return self._run_inline()
         return self._run_threaded()
+
+    def _ceiling(self, allowed: int) -> int:
+        """The largest chunk to use when ``allowed`` is what memory permits."""
+        return min(allowed, HASH_ONLY_CHUNK) if self.sink is None else allowed
 
     def _read(self, buf: memoryview) -> int:
         size = min(self.sizer.size, len(buf))
@@ -290,8 +299,9 @@ class Pump:
         pacer = self.pacer
         if pacer is not None:
             pacer.before_chunk(self.stats)
-            if pacer.chunk_ceiling != self.sizer.ceiling:
-                self.sizer.set_ceiling(pacer.chunk_ceiling)
+            ceiling = self._ceiling(pacer.chunk_ceiling)
+            if ceiling != self.sizer.ceiling:
+                self.sizer.set_ceiling(ceiling)
         return time.monotonic()
 
     def _borrow(self, count: int) -> list[memoryview]:

@@ -11,8 +11,15 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openspec_cli.chunking import KIB, MIB, STREAMING_TRIGGER
-from openspec_cli.engine import BufferPool, Pump, RateLimiter, StreamStats, file_sink
+from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, STREAMING_TRIGGER, ChunkSizer
+from openspec_cli.engine import (
+    HASH_ONLY_CHUNK,
+    BufferPool,
+    Pump,
+    RateLimiter,
+    StreamStats,
+    file_sink,
+)
 
 
 def pump_file(src: Path, dst: Path) -> tuple[int, str, StreamStats]:
@@ -111,3 +118,67 @@ def test_rate_limiter_does_not_sleep_when_source_is_slower() -> None:
 def test_rate_limiter_rejects_zero() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)
+
+
+class RecordingHasher:
+    """xxh3-128 that remembers how many bytes each update hashed."""
+
+    def __init__(self) -> None:
+        self.inner = xxhash.xxh3_128()
+        self.updates: list[int] = []
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        self.updates.append(len(data))
+        self.inner.update(data)
+
+    def copy(self) -> RecordingHasher:
+        raise AssertionError("no checkpoints were asked for")
+
+    def hexdigest(self) -> str:
+        return self.inner.hexdigest()
+
+
+class WideOpenPacer:
+    """A scheduler that never holds a stream back and allows chunks of ``ceiling`` bytes."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.chunk_ceiling = ceiling
+
+    def before_chunk(self, stats: StreamStats) -> None:
+        pass
+
+    def chunk_done(self, stats: StreamStats, seconds: float, nbytes: int) -> None:
+        pass
+
+    def lend(self, count: int, size: int) -> list[memoryview]:
+        return [memoryview(bytearray(size)) for _ in range(count)]
+
+    def give_back(self, buffers: list[memoryview]) -> None:
+        pass
+
+
+def test_hash_only_streams_keep_chunks_cache_sized(tmp_path: Path) -> None:
+    """Without a sink the hash reads each chunk right after it was copied in; kept at 256 KiB
+    it is still in the CPU cache. Streams that write keep the full ceiling."""
+    src = tmp_path / "src"
+    data = os.urandom(4 * MIB)
+    src.write_bytes(data)
+    with open(src, "rb") as fh:
+        stats = StreamStats(name="s", total=len(data))
+        assert Pump(fh.fileno(), stats, hasher=xxhash.xxh3_128()).sizer.ceiling == HASH_ONLY_CHUNK
+        writing = Pump(fh.fileno(), stats, hasher=xxhash.xxh3_128(), sink=lambda v: None)
+        assert writing.sizer.ceiling == MAX_CHUNK
+
+    for sink, largest in ((None, HASH_ONLY_CHUNK), (lambda view: None, 2 * MIB)):
+        hasher = RecordingHasher()
+        with open(src, "rb") as fh:
+            Pump(
+                fh.fileno(),
+                StreamStats(name="s", total=len(data)),
+                hasher=hasher,
+                sink=sink,
+                sizer=ChunkSizer(start=2 * MIB, ceiling=2 * MIB),
+                pacer=WideOpenPacer(2 * MIB),
+            ).run()
+        assert max(hasher.updates) == largest
+        assert hasher.hexdigest() == xxhash.xxh3_128(data).hexdigest()
