@@ -6,9 +6,6 @@ message and an exit code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer
 from openspec_cli.engine import RateLimiter
 from openspec_cli.pressure import MemoryProbe
@@ -16,7 +13,11 @@ from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.transfer import CopyOptions, FileResult
 
+#: False when running, True for mypy (see engine.py): typing costs start-up time.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from openspec_cli.engine import Observer
 
 

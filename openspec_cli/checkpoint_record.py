@@ -14,12 +14,16 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from openspec_cli import hashing
 from openspec_cli.errors import ExitCode, OpenspecError
+from openspec_cli.records import Record
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 SCHEMA_VERSION = 1
 PARTIAL_SUFFIX = ".openspec-part"
@@ -63,15 +67,17 @@ def partial_path(dest: str, transfer_id: str) -> str:
 # ---------------------------------------------------------------------------- the record
 
 
-@dataclass
-class Fingerprint:
+class Fingerprint(Record):
     """What the source looked like when the copy started: any change means start over."""
 
-    path: str
-    size: int
-    mtime_ns: int
-    inode: int
-    device: int
+    __slots__ = ("path", "size", "mtime_ns", "inode", "device")
+
+    def __init__(self, path: str, size: int, mtime_ns: int, inode: int, device: int) -> None:
+        self.path = path
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.inode = inode
+        self.device = device
 
     @classmethod
     def of(cls, path: str, st: os.stat_result) -> Fingerprint:
@@ -91,21 +97,25 @@ class Fingerprint:
         return changes
 
 
-@dataclass
-class Point:
+class Point(Record):
     """The digest of bytes [0, offset) of the copy: where a resume may restart once re-verified."""
 
-    offset: int
-    digest: str
+    __slots__ = ("offset", "digest")
+
+    def __init__(self, offset: int, digest: str) -> None:
+        self.offset = offset
+        self.digest = digest
 
 
-@dataclass
-class Owner:
+class Owner(Record):
     """The process writing a transfer, precise enough that a reused pid is not taken for it."""
 
-    pid: int
-    host: str
-    started: float  # psutil's create_time() of that process
+    __slots__ = ("pid", "host", "started")
+
+    def __init__(self, pid: int, host: str, started: float) -> None:
+        self.pid = pid
+        self.host = host
+        self.started = started  # psutil's create_time() of that process
 
     @classmethod
     def current(cls) -> Owner:
@@ -168,25 +178,62 @@ def _same_start(now: float, recorded: float) -> bool:
     return abs(whole) <= 2 and abs(delta - whole) <= START_TOLERANCE
 
 
-@dataclass
-class Checkpoint:
+class Checkpoint(Record):
     """Everything a resume must check before it trusts a single byte of the partial file."""
 
-    id: str
-    source: Fingerprint
-    dest: str  # absolute final path
-    partial: str  # absolute partial path: partial_path(dest, id)
-    algo: str
-    size: int  # source size at start
-    bytes_done: int = 0  # committed (written) bytes
-    points: list[Point] = field(default_factory=list)  # strictly ascending offsets
-    attempts: int = 1
-    retries: list[dict[str, Any]] = field(default_factory=list)  # errno, message, offset, at
-    last_error: str | None = None
-    owner: Owner | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
+    __slots__ = (
+        "id",
+        "source",
+        "dest",
+        "partial",
+        "algo",
+        "size",
+        "bytes_done",
+        "points",
+        "attempts",
+        "retries",
+        "last_error",
+        "owner",
+        "options",
+        "created",
+        "updated",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        source: Fingerprint,
+        dest: str,
+        partial: str,
+        algo: str,
+        size: int,
+        bytes_done: int = 0,
+        points: list[Point] | None = None,
+        attempts: int = 1,
+        retries: list[dict[str, Any]] | None = None,
+        last_error: str | None = None,
+        owner: Owner | None = None,
+        options: dict[str, Any] | None = None,
+        created: float | None = None,
+        updated: float | None = None,
+    ) -> None:
+        self.id = id
+        self.source = source
+        self.dest = dest  # absolute final path
+        self.partial = partial  # absolute partial path: partial_path(dest, id)
+        self.algo = algo
+        self.size = size  # source size at start
+        self.bytes_done = bytes_done  # committed (written) bytes
+        self.points: list[Point] = points if points is not None else []  # ascending offsets
+        self.attempts = attempts
+        #: errno, message, offset, at
+        self.retries: list[dict[str, Any]] = retries if retries is not None else []
+        self.last_error = last_error
+        self.owner = owner
+        self.options: dict[str, Any] = options if options is not None else {}
+        now = time.time()
+        self.created = created if created is not None else now
+        self.updated = updated if updated is not None else now
 
     def add_point(self, offset: int, digest: str, keep: int = 12) -> None:
         """Record a verified prefix. Points at or past ``offset`` are dropped first: the newest
@@ -201,11 +248,11 @@ class Checkpoint:
 
     def to_json(self) -> dict[str, Any]:
         """The stored form; bounded in size however large the file (only the last retries)."""
-        data: dict[str, Any] = {"version": SCHEMA_VERSION, **vars(self)}
-        data["source"] = dict(vars(self.source))
-        data["points"] = [dict(vars(point)) for point in self.points]
+        data: dict[str, Any] = {"version": SCHEMA_VERSION, **self.as_dict()}
+        data["source"] = self.source.as_dict()
+        data["points"] = [point.as_dict() for point in self.points]
         data["retries"] = self.retries[-MAX_RETRIES:]
-        data["owner"] = None if self.owner is None else dict(vars(self.owner))
+        data["owner"] = None if self.owner is None else self.owner.as_dict()
         data["options"] = dict(self.options)
         return data
 
@@ -218,13 +265,15 @@ class Checkpoint:
             raise _unreadable(_id_of(origin, data), origin, err.reason) from None
 
 
-@dataclass
-class BrokenCheckpoint:
+class BrokenCheckpoint(Record):
     """A checkpoint file that cannot be used, listed so that the user can remove it."""
 
-    id: str
-    path: str
-    reason: str
+    __slots__ = ("id", "path", "reason")
+
+    def __init__(self, id: str, path: str, reason: str) -> None:
+        self.id = id
+        self.path = path
+        self.reason = reason
 
 
 # ---------------------------------------------------------------------------- thinning

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+
+from openspec_cli.records import Record
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Priority(enum.IntEnum):
@@ -24,13 +29,15 @@ class Priority(enum.IntEnum):
     DEFERRED = 4  # history and optional resources: statistics, garbage
 
 
-@dataclass
-class Resource:
+class Resource(Record):
     """One registered resource."""
 
-    name: str
-    priority: Priority
-    release: Callable[[], object]
+    __slots__ = ("name", "priority", "release")
+
+    def __init__(self, name: str, priority: Priority, release: Callable[[], object]) -> None:
+        self.name = name
+        self.priority = priority
+        self.release = release
 
 
 class Cleanup:

@@ -5,19 +5,25 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from openspec_cli.errors import UsageError, describe_os_error, kind_name
+from openspec_cli.records import Record
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Record):
     """One action of a plan: make a directory, copy a file, or recreate a symlink."""
 
-    kind: str  # "dir" | "file" | "link"
-    source: str
-    dest: str
+    __slots__ = ("kind", "source", "dest")
+
+    def __init__(self, kind: str, source: str, dest: str) -> None:
+        self.kind = kind  # "dir" | "file" | "link"
+        self.source = source
+        self.dest = dest
 
 
 def _lstat(path: str) -> os.stat_result | None:

@@ -14,13 +14,18 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-if TYPE_CHECKING:  # psutil costs start-up time: imported where the system is read
+from openspec_cli.records import Record
+
+#: False when running, True for mypy (see engine.py): typing, dataclasses and psutil all cost
+#: start-up time; psutil is imported where the system is read.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Protocol
+
     import psutil
 
 MIB = 1024 * 1024
@@ -56,12 +61,14 @@ class Level(enum.IntEnum):
 BAND_FLOORS: dict[Level, float] = dict(zip(Level, (0.0, 20.0, 40.0, 60.0, 80.0), strict=True))
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     """What a level asks: a fraction slower, a cap on streams (None: no cap; 0 and 1.0: pause)."""
 
-    slowdown: float
-    max_streams: int | None
+    __slots__ = ("slowdown", "max_streams")
+
+    def __init__(self, slowdown: float, max_streams: int | None) -> None:
+        self.slowdown = slowdown
+        self.max_streams = max_streams
 
 
 POLICIES: dict[Level, Policy] = {
@@ -81,16 +88,20 @@ def level_for(score: float) -> Level:
 # ---------------------------------------------------------------------------- memory readings
 
 
-@dataclass(frozen=True)
-class MemoryReading:
+class MemoryReading(Record):
     """One look at memory: the engine's buffers against its ceiling, and the machine's."""
 
-    rss: int  #: this process
-    engine_bytes: int  #: bytes the engine holds in buffers now (the scheduler knows)
-    ceiling: int  #: the engine's buffer ceiling
-    used: int  #: system or container memory in use (reclaimable page cache excluded)
-    total: int  #: system total or container limit
-    source: str  #: "cgroup v2", "cgroup v1", "system" (or a fake's name)
+    __slots__ = ("rss", "engine_bytes", "ceiling", "used", "total", "source")
+
+    def __init__(
+        self, rss: int, engine_bytes: int, ceiling: int, used: int, total: int, source: str
+    ) -> None:
+        self.rss = rss  #: this process
+        self.engine_bytes = engine_bytes  #: bytes in engine buffers now (the scheduler knows)
+        self.ceiling = ceiling  #: the engine's buffer ceiling
+        self.used = used  #: system or container memory in use (reclaimable page cache excluded)
+        self.total = total  #: system total or container limit
+        self.source = source  #: "cgroup v2", "cgroup v1", "system" (or a fake's name)
 
     @property
     def usage(self) -> float:
@@ -108,22 +119,33 @@ def memory_band(usage: float) -> str:
     return next((name for floor, name in _BANDS if usage >= floor), "ok")
 
 
-class MemoryProbe(Protocol):
-    """Where readings come from: the real system, or a test's staged situation."""
+if TYPE_CHECKING:
 
-    def read(self, engine_bytes: int, ceiling: int) -> MemoryReading:
-        """Read memory now, with the engine's own figures passed through."""
-        ...
+    class MemoryProbe(Protocol):
+        """Where readings come from: the real system, or a test's staged situation."""
+
+        def read(self, engine_bytes: int, ceiling: int) -> MemoryReading:
+            """Read memory now, with the engine's own figures passed through."""
+            ...
+
+else:
+
+    class MemoryProbe:
+        """Where readings come from (``read(engine_bytes, ceiling) -> MemoryReading``).
+
+        A Protocol for type checkers; at run time only a name, since typing costs start-up."""
 
 
-@dataclass(frozen=True)
-class FixedProbe:
+class FixedProbe(Record):
     """A staged memory situation, for tests and benchmarks of the scheduler."""
 
-    used: int
-    total: int
-    rss: int = 0
-    source: str = "fixed"
+    __slots__ = ("used", "total", "rss", "source")
+
+    def __init__(self, used: int, total: int, rss: int = 0, source: str = "fixed") -> None:
+        self.used = used
+        self.total = total
+        self.rss = rss
+        self.source = source
 
     def read(self, engine_bytes: int, ceiling: int) -> MemoryReading:
         """The staged figures, with the engine's own."""
@@ -204,19 +226,27 @@ def default_ceiling(requested: int | None, reading_total: int, reading_used: int
 # ---------------------------------------------------------------------------- cgroup limits
 
 
-class CgroupMemory(NamedTuple):
+class CgroupMemory(Record):
     """A cgroup's memory limit and working set, in bytes, and which cgroup version said so."""
 
-    limit: int
-    usage: int
-    source: str
+    __slots__ = ("limit", "usage", "source")
+
+    def __init__(self, limit: int, usage: int, source: str) -> None:
+        self.limit = limit
+        self.usage = usage
+        self.source = source
 
 
-class _Layout(NamedTuple):
-    limit: str
-    usage: str
-    inactive: str
-    source: str
+class _Layout(Record):
+    """Where one cgroup version keeps the limit, the usage and the inactive file pages."""
+
+    __slots__ = ("limit", "usage", "inactive", "source")
+
+    def __init__(self, limit: str, usage: str, inactive: str, source: str) -> None:
+        self.limit = limit
+        self.usage = usage
+        self.inactive = inactive
+        self.source = source
 
 
 _V2 = _Layout("memory.max", "memory.current", "inactive_file", "cgroup v2")
@@ -326,13 +356,15 @@ LATENCY_CURVE: Curve = ((1.0, 0.0), (4.0, 30.0))
 TREND_CURVE: Curve = ((0.5, 10.0), (0.9, 0.0))
 
 
-@dataclass(frozen=True)
-class Score:
+class Score(Record):
     """The design record's three pressure factors, in points."""
 
-    memory: float = 0.0  #: 0-40
-    streams: float = 0.0  #: 0-30
-    latency: float = 0.0  #: 0-30
+    __slots__ = ("memory", "streams", "latency")
+
+    def __init__(self, memory: float = 0.0, streams: float = 0.0, latency: float = 0.0) -> None:
+        self.memory = memory  #: 0-40
+        self.streams = streams  #: 0-30
+        self.latency = latency  #: 0-30
 
     @property
     def total(self) -> float:
@@ -447,13 +479,16 @@ def _rate(samples: Sequence[tuple[float, float, int]]) -> float | None:
 # ---------------------------------------------------------------------------- the controller
 
 
-class Transition(NamedTuple):
+class Transition(Record):
     """A level change: when, from, to, and the score that caused it."""
 
-    at: float
-    old: Level
-    new: Level
-    score: Score
+    __slots__ = ("at", "old", "new", "score")
+
+    def __init__(self, at: float, old: Level, new: Level, score: Score) -> None:
+        self.at = at
+        self.old = old
+        self.new = new
+        self.score = score
 
 
 class BackpressureController:

@@ -6,7 +6,11 @@ Pure: the transfer asks these questions and does the waiting with an injectable 
 from __future__ import annotations
 
 import errno
-import random
+
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import random
 
 #: Errors a device, network filesystem or busy kernel can clear up by itself.
 TRANSIENT = frozenset(
@@ -63,7 +67,10 @@ def backoff(
     attempt: int, rng: random.Random | None = None, base: float = 0.05, cap: float = 2.0
 ) -> float:
     """Exponential backoff with jitter (half to full), so parallel retries do not march in step."""
-    rng = rng or random.Random()
+    if rng is None:
+        import random  # here, not at the top: it costs every copy ~2 ms of start-up
+
+        rng = random.Random()
     delay = min(cap, base * (2 ** max(attempt - 1, 0)))
     return float(delay * rng.uniform(0.5, 1.0))
 

@@ -9,15 +9,10 @@ and each stream's fixed buffer pool is sized from its share before it starts.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
-import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from openspec_cli import pressure
 from openspec_cli.checkpoint import Checkpoint, list_all
@@ -26,24 +21,31 @@ from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.plan import Step
+from openspec_cli.records import Record
 from openspec_cli.transfer import CopyOptions, FileResult, copy_file
 from openspec_cli.tree import finish_tree, prepare_tree, record_sum
 
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import random
+    from collections.abc import Callable
+    from typing import Any
+
     from openspec_cli.engine import EngineView, Observer
 
 #: Least memory for buffers, whatever the ceiling says: one stream with a pool of small chunks.
 MIN_BUDGET = POOL_SIZE * MIN_CHUNK
 
 
-@dataclass
 class Percentiles:
     """A bounded random sample of chunk latencies (reservoir), so memory stays flat."""
 
-    capacity: int = 8192
-    samples: list[float] = field(default_factory=list)
-    seen: int = 0
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+    def __init__(self, capacity: int = 8192) -> None:
+        self.capacity = capacity
+        self.samples: list[float] = []
+        self.seen = 0
+        self._rng: random.Random | None = None  # made when first needed: random costs ~2 ms
 
     def add(self, value: float) -> None:
         """Keep ``value`` with the probability that leaves every sample equally likely."""
@@ -51,6 +53,10 @@ class Percentiles:
         if len(self.samples) < self.capacity:
             self.samples.append(value)
             return
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random(0)
         slot = self._rng.randrange(self.seen)
         if slot < self.capacity:
             self.samples[slot] = value
@@ -443,14 +449,22 @@ class RecentFiles:
             drop_cached(self.paths.popleft())
 
 
-@dataclass
-class CopyReport:
+class CopyReport(Record):
     """Everything one ``copy`` did: per-file results and what the engine went through."""
 
-    files: list[FileResult]
-    seconds: float
-    engine: dict[str, object]
-    errors: list[OpenspecError] = field(default_factory=list)
+    __slots__ = ("files", "seconds", "engine", "errors")
+
+    def __init__(
+        self,
+        files: list[FileResult],
+        seconds: float,
+        engine: dict[str, object],
+        errors: list[OpenspecError] | None = None,
+    ) -> None:
+        self.files = files
+        self.seconds = seconds
+        self.engine = engine
+        self.errors: list[OpenspecError] = errors if errors is not None else []
 
     @property
     def highest_level(self) -> str:
@@ -472,7 +486,7 @@ def copy_all(
     recent = RecentFiles()
     governor.cleanup.register("page cache of finished files", Priority.LOW, recent.drop_all)
     governor.cleanup.register("unreferenced memory", Priority.DEFERRED, gc.collect)
-    options = dataclasses.replace(options, pacer=governor)
+    options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
     file_steps = prepare_tree(steps, options)
     known = known_transfers()

@@ -10,14 +10,10 @@ resumed one re-hashes the partial and continues only from a prefix whose digest 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from openspec_cli import checkpoint as ckpt
 from openspec_cli import hashing, retry
@@ -43,9 +39,15 @@ from openspec_cli.errors import (
     describe_os_error,
     from_os_error,
 )
+from openspec_cli.records import Record
 from openspec_cli.streams import hash_path
 
+#: False when running, True for mypy (see engine.py): these names are for type checking only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     from openspec_cli.engine import Observer, Pacer
     from openspec_cli.hashing import Hasher
 
@@ -56,22 +58,51 @@ DEFAULT_CHECKPOINT_EVERY = 5
 SAVE_INTERVAL = 0.2
 
 
-@dataclass
-class CopyOptions:
+class CopyOptions(Record):
     """How to copy; the defaults are the safe ones."""
 
-    algo: str = hashing.DEFAULT_ALGO
-    recursive: bool = False
-    no_clobber: bool = False
-    verify: bool = False
-    fsync: bool = True
-    sums_path: str | None = None
-    limiter: RateLimiter | None = None
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
-    restart: bool = False
-    sleep: Callable[[float], None] = time.sleep
-    pacer: Pacer | None = None
-    no_cache: bool = False
+    __slots__ = (
+        "algo",
+        "recursive",
+        "no_clobber",
+        "verify",
+        "fsync",
+        "sums_path",
+        "limiter",
+        "checkpoint_every",
+        "restart",
+        "sleep",
+        "pacer",
+        "no_cache",
+    )
+
+    def __init__(
+        self,
+        algo: str = hashing.DEFAULT_ALGO,
+        recursive: bool = False,
+        no_clobber: bool = False,
+        verify: bool = False,
+        fsync: bool = True,
+        sums_path: str | None = None,
+        limiter: RateLimiter | None = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        restart: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        pacer: Pacer | None = None,
+        no_cache: bool = False,
+    ) -> None:
+        self.algo = algo
+        self.recursive = recursive
+        self.no_clobber = no_clobber
+        self.verify = verify
+        self.fsync = fsync
+        self.sums_path = sums_path
+        self.limiter = limiter
+        self.checkpoint_every = checkpoint_every
+        self.restart = restart
+        self.sleep = sleep
+        self.pacer = pacer
+        self.no_cache = no_cache
 
     def persistent(self) -> dict[str, Any]:
         """The options a later ``resume`` must honour, stored in the checkpoint."""
@@ -83,22 +114,51 @@ class CopyOptions:
         }
 
 
-@dataclass
-class FileResult:
+class FileResult(Record):
     """What happened to one file; the ``--json`` summary is built from these."""
 
-    source: str
-    dest: str
-    bytes: int
-    algo: str
-    digest: str | None
-    seconds: float
-    chunk_sizes: list[int] = field(default_factory=list)
-    verified: bool = False
-    skipped: bool = False
-    transfer_id: str | None = None
-    resumed_from: int = 0
-    retries: list[dict[str, Any]] = field(default_factory=list)
+    __slots__ = (
+        "source",
+        "dest",
+        "bytes",
+        "algo",
+        "digest",
+        "seconds",
+        "chunk_sizes",
+        "verified",
+        "skipped",
+        "transfer_id",
+        "resumed_from",
+        "retries",
+    )
+
+    def __init__(
+        self,
+        source: str,
+        dest: str,
+        bytes: int,
+        algo: str,
+        digest: str | None,
+        seconds: float,
+        chunk_sizes: list[int] | None = None,
+        verified: bool = False,
+        skipped: bool = False,
+        transfer_id: str | None = None,
+        resumed_from: int = 0,
+        retries: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.source = source
+        self.dest = dest
+        self.bytes = bytes
+        self.algo = algo
+        self.digest = digest
+        self.seconds = seconds
+        self.chunk_sizes: list[int] = chunk_sizes if chunk_sizes is not None else []
+        self.verified = verified
+        self.skipped = skipped
+        self.transfer_id = transfer_id
+        self.resumed_from = resumed_from
+        self.retries: list[dict[str, Any]] = retries if retries is not None else []
 
     @property
     def throughput_bps(self) -> float:
@@ -589,6 +649,6 @@ def copy_file(
             discard(earlier)
         else:
             result = _reopen(earlier, options, observer).run()
-            return dataclasses.replace(result, source=src, dest=dest)
+            return result.replace(source=src, dest=dest)
     result = _start(src, dest, options, observer).run()
-    return dataclasses.replace(result, source=src, dest=dest)
+    return result.replace(source=src, dest=dest)

@@ -34,6 +34,7 @@ from openspec_cli.pressure import (
     Policy,
     Score,
     SystemProbe,
+    Transition,
     cgroup_memory,
     default_ceiling,
     latency_points,
@@ -216,7 +217,7 @@ def read_tree(tmp_path: Path, proc: Path) -> CgroupMemory | None:
 def test_v2_limit_and_working_set(tmp_path: Path) -> None:
     groups = {"user.slice/x.scope": (str(512 * MIB), str(400 * MIB), 100 * MIB)}
     proc = write_v2(tmp_path, "0::/user.slice/x.scope", groups)
-    assert read_tree(tmp_path, proc) == (512 * MIB, 300 * MIB, "cgroup v2")
+    assert read_tree(tmp_path, proc) == CgroupMemory(512 * MIB, 300 * MIB, "cgroup v2")
 
 
 def test_v2_max_is_unlimited(tmp_path: Path) -> None:
@@ -231,7 +232,7 @@ def test_v2_a_parents_limit_binds_its_children(tmp_path: Path) -> None:
         "user.slice/x.scope": ("max", str(100 * MIB), 0),
     }
     proc = write_v2(tmp_path, "0::/user.slice/x.scope", groups)
-    assert read_tree(tmp_path, proc) == (GIB, 900 * MIB, "cgroup v2")
+    assert read_tree(tmp_path, proc) == CgroupMemory(GIB, 900 * MIB, "cgroup v2")
 
 
 def test_v2_the_least_headroom_wins(tmp_path: Path) -> None:
@@ -240,17 +241,17 @@ def test_v2_the_least_headroom_wins(tmp_path: Path) -> None:
         "a/b": (str(512 * MIB), str(100 * MIB), 0),  # 412 MiB left: binds first
     }
     proc = write_v2(tmp_path, "0::/a/b", groups)
-    assert read_tree(tmp_path, proc) == (512 * MIB, 100 * MIB, "cgroup v2")
+    assert read_tree(tmp_path, proc) == CgroupMemory(512 * MIB, 100 * MIB, "cgroup v2")
 
 
 def test_v2_path_not_visible_falls_back_to_the_mount(tmp_path: Path) -> None:
     proc = write_v2(tmp_path, "0::/docker/abc", {"": (str(512 * MIB), str(64 * MIB), 0)})
-    assert read_tree(tmp_path, proc) == (512 * MIB, 64 * MIB, "cgroup v2")
+    assert read_tree(tmp_path, proc) == CgroupMemory(512 * MIB, 64 * MIB, "cgroup v2")
 
 
 def test_inactive_file_beyond_usage_is_zero_not_negative(tmp_path: Path) -> None:
     proc = write_v2(tmp_path, "0::/", {"": (str(512 * MIB), str(MIB), 2 * MIB)})
-    assert read_tree(tmp_path, proc) == (512 * MIB, 0, "cgroup v2")
+    assert read_tree(tmp_path, proc) == CgroupMemory(512 * MIB, 0, "cgroup v2")
 
 
 @pytest.mark.parametrize("controllers", ["memory", "cpu,memory"])
@@ -258,7 +259,7 @@ def test_v1_limit_and_working_set(tmp_path: Path, controllers: str) -> None:
     lines = f"12:pids:/docker/abc\n5:{controllers}:/docker/abc\n0::/\n"
     groups = {"docker/abc": (str(512 * MIB), str(450 * MIB), 50 * MIB)}
     proc = write_v1(tmp_path, lines, groups)
-    assert read_tree(tmp_path, proc) == (512 * MIB, 400 * MIB, "cgroup v1")
+    assert read_tree(tmp_path, proc) == CgroupMemory(512 * MIB, 400 * MIB, "cgroup v1")
 
 
 def test_v1_huge_limit_is_unlimited(tmp_path: Path) -> None:
@@ -269,13 +270,13 @@ def test_v1_huge_limit_is_unlimited(tmp_path: Path) -> None:
 
 def test_v1_container_without_namespace_sees_itself_at_the_root(tmp_path: Path) -> None:
     proc = write_v1(tmp_path, "5:memory:/docker/abc\n", {"": (str(GIB), str(100 * MIB), 0)})
-    assert read_tree(tmp_path, proc) == (GIB, 100 * MIB, "cgroup v1")
+    assert read_tree(tmp_path, proc) == CgroupMemory(GIB, 100 * MIB, "cgroup v1")
 
 
 def test_hybrid_uses_v1_when_v2_has_no_memory_files(tmp_path: Path) -> None:
     (tmp_path / "cg" / "unified").mkdir(parents=True)
     proc = write_v1(tmp_path, "0::/\n4:memory:/job\n", {"job": (str(GIB), str(GIB // 2), 0)})
-    assert read_tree(tmp_path, proc) == (GIB, GIB // 2, "cgroup v1")
+    assert read_tree(tmp_path, proc) == CgroupMemory(GIB, GIB // 2, "cgroup v1")
 
 
 @pytest.mark.parametrize("proc_text", [None, "", "garbage\n1:cpu:/x\n"])
@@ -511,7 +512,7 @@ def test_enters_each_band_at_once(level: Level) -> None:
     just_below = total(BAND_FLOORS[level] - 0.001)
     assert ctl.update(just_below) is Level(level - 1)
     assert ctl.update(at_floor(level)) is level
-    assert ctl.transitions[-1] == (clock.now, Level(level - 1), level, at_floor(level))
+    assert ctl.transitions[-1] == Transition(clock.now, Level(level - 1), level, at_floor(level))
 
 
 def test_climbs_every_band_in_turn_and_can_jump() -> None:
@@ -534,7 +535,7 @@ def test_leaves_each_band_after_hysteresis_and_dwell(level: Level) -> None:
     assert ctl.update(below) is level
     clock.advance(0.001)
     assert ctl.update(below) is Level(level - 1)
-    assert ctl.transitions[-1] == (clock.now, level, Level(level - 1), below)
+    assert ctl.transitions[-1] == Transition(clock.now, level, Level(level - 1), below)
 
 
 @pytest.mark.parametrize("level", [Level.LIGHT, Level.MODERATE, Level.HEAVY, Level.CRITICAL])

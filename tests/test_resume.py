@@ -82,8 +82,13 @@ def wait_for_progress(env: dict[str, str], minimum: int, proc: subprocess.Popen[
     raise AssertionError("transfer made no progress")
 
 
+#: Paced copies are stopped after a few MiB; their sources are large enough that the copy is
+#: still running seconds later, even when the checks in between are slow on a loaded machine.
+PACED_SIZE = 16 << 20
+
+
 def interrupt(
-    tmp_path: Path, env: dict[str, str], size: int = 4 << 20, at: int = 1 << 20
+    tmp_path: Path, env: dict[str, str], size: int = PACED_SIZE, at: int = 1 << 20
 ) -> tuple[Path, Path, bytes, str]:
     """Start a paced copy, stop it with SIGINT after ``at`` bytes; return its id."""
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
@@ -126,7 +131,7 @@ def test_sigint_keeps_a_resumable_transfer_and_resume_finishes_it(
 
 def test_sigterm_exits_143_and_keeps_the_checkpoint(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
-    data = make_source(src, 4 << 20)
+    data = make_source(src, PACED_SIZE)
     proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
     wait_for_progress(env, 1 << 20, proc)
     proc.send_signal(signal.SIGTERM)
@@ -159,7 +164,7 @@ def test_kill_9_at_any_moment_then_resume_is_byte_identical(
 
 
 def test_corrupted_partial_is_recopied_not_trusted(tmp_path: Path, env: dict[str, str]) -> None:
-    src, dst, data, tid = interrupt(tmp_path, env, size=6 << 20, at=3 << 20)
+    src, dst, data, tid = interrupt(tmp_path, env, at=3 << 20)
     (part,) = partials(tmp_path)
     with open(part, "r+b") as fh:
         fh.seek(1 << 20)
@@ -171,7 +176,7 @@ def test_corrupted_partial_is_recopied_not_trusted(tmp_path: Path, env: dict[str
 
 
 def test_truncated_partial_resumes_from_what_remains(tmp_path: Path, env: dict[str, str]) -> None:
-    src, dst, data, tid = interrupt(tmp_path, env, size=6 << 20, at=3 << 20)
+    src, dst, data, tid = interrupt(tmp_path, env, at=3 << 20)
     (part,) = partials(tmp_path)
     os.truncate(part, 1 << 20)
     result = openspec("resume", tid, "--json", env=env, check=True)
@@ -242,7 +247,7 @@ def test_corrupt_checkpoint_is_reported_with_a_way_forward(
 
 def test_second_process_cannot_take_a_running_transfer(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
-    make_source(src, 4 << 20)
+    make_source(src, PACED_SIZE)
     proc = start("copy", "--limit-rate", "2M", str(src), str(dst), env=env)
     try:
         wait_for_progress(env, 1, proc)
