@@ -362,6 +362,8 @@ def cat(
     """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
     from openspec_cli import hashing, streams
 
+    if progress_mode == "auto" and sys.stdout.isatty():
+        progress_mode = "none"  # the data goes to the terminal: a panel there would tear it
     with handled():
         with progress("cat", progress_mode, quiet) as observer:
             result = streams.cat(

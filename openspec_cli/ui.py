@@ -7,6 +7,7 @@ own refresh thread at a fixed rate, so drawing never slows the copy.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -173,6 +174,13 @@ def engine_line(snap: dict[str, Any]) -> str:
     )
 
 
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
 class LivePanel:
     """Draws a :class:`Dashboard` on a terminal at a fixed rate from rich's refresh thread."""
 
@@ -187,6 +195,9 @@ class LivePanel:
             refresh_per_second=refresh_per_second,
             transient=True,
             get_renderable=dashboard.render,
+            # Lines for a terminal stdout are printed above the panel so they do not tear it;
+            # stdout redirected to a file or pipe must get them itself (``verify * > SUMS``).
+            redirect_stdout=_is_terminal(sys.stdout),
         )
 
     def __enter__(self) -> LivePanel:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xxhash
 from rich.console import Console
 
 from openspec_cli.engine import StreamStats
@@ -74,22 +75,21 @@ def test_dashboard_shows_each_stream_rate_and_chunk() -> None:
     assert "1 done, 0 active" in render_text(board)
 
 
-def run_in_pty(tmp_path: Path, src: Path, extra_env: dict[str, str]) -> str:
-    """Run a paced copy with stderr on a real pseudo-terminal; return what it drew."""
+def run_in_pty(
+    tmp_path: Path,
+    src: Path,
+    extra_env: dict[str, str],
+    args: list[str] | None = None,
+    stdout_on_terminal: bool = False,
+) -> tuple[str, bytes]:
+    """Run openspec (by default a paced copy of ``src``) with stderr on a real pseudo-terminal;
+    return what the terminal received and what went to stdout, when that is a pipe."""
+    args = args or ["copy", "--limit-rate", "2M", str(src), str(tmp_path / "out.bin")]
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openspec_cli",
-            "copy",
-            "--limit-rate",
-            "2M",
-            str(src),
-            str(tmp_path / "out.bin"),
-        ],
+        [sys.executable, "-m", "openspec_cli", *args],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=slave if stdout_on_terminal else subprocess.PIPE,
         stderr=slave,
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", **extra_env},
     )
@@ -110,15 +110,15 @@ def run_in_pty(tmp_path: Path, src: Path, extra_env: dict[str, str]) -> str:
             break
     os.close(master)
     assert proc.wait(timeout=30) == 0
-    assert proc.stdout is not None
-    assert proc.stdout.read() == b""
-    return seen.decode(errors="replace")
+    out = proc.stdout.read() if proc.stdout is not None else b""
+    return seen.decode(errors="replace"), out
 
 
 def test_panel_draws_in_a_real_terminal_and_clears(tmp_path: Path) -> None:
     src = tmp_path / "payload.bin"
     src.write_bytes(os.urandom(3 << 20))
-    text = run_in_pty(tmp_path, src, {})
+    text, out = run_in_pty(tmp_path, src, {})
+    assert out == b""
     assert "\x1b[" in text  # drawn with terminal control sequences
     assert "payload.bin" in text
     assert "MiB/s" in text
@@ -133,11 +133,34 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-9]|9[0-7]|38;)")
 def test_no_color_keeps_the_panel_but_drops_colour(tmp_path: Path) -> None:
     src = tmp_path / "payload.bin"
     src.write_bytes(os.urandom(3 << 20))
-    coloured = run_in_pty(tmp_path, src, {})
-    plain = run_in_pty(tmp_path, src, {"NO_COLOR": "1"})
+    coloured, _ = run_in_pty(tmp_path, src, {})
+    plain, _ = run_in_pty(tmp_path, src, {"NO_COLOR": "1"})
     assert COLOUR.search(coloured)
     assert "payload.bin" in plain
     assert not COLOUR.search(plain)
+
+
+def test_digests_go_to_redirected_stdout_while_the_panel_is_up(tmp_path: Path) -> None:
+    """``openspec verify * > SUMS`` on a terminal: the panel must not swallow the lines."""
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    drawn, out = run_in_pty(
+        tmp_path, src, {}, ["verify", "--progress", "tty", "--limit-rate", "2M", str(src)]
+    )
+    assert "payload.bin" in drawn  # the panel was there
+    digest = xxhash.xxh3_128(src.read_bytes()).hexdigest()
+    assert out == f"{digest}  {src}\n".encode()
+    assert digest not in drawn
+
+
+def test_cat_to_the_terminal_draws_no_panel_over_the_data(tmp_path: Path) -> None:
+    src = tmp_path / "numbers.txt"
+    src.write_text("".join(f"{n}\n" for n in range(200_000)))
+    drawn, _ = run_in_pty(
+        tmp_path, src, {}, ["cat", "--limit-rate", "800K", str(src)], stdout_on_terminal=True
+    )
+    assert "\x1b[" not in drawn  # no panel: nothing but the data
+    assert drawn.replace("\r\n", "\n") == src.read_text()
 
 
 class FakeEngine:
