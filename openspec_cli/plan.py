@@ -106,8 +106,7 @@ def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
         raise UsageError(f"cannot copy '{src}': {kind_name(st.st_mode)}, not a regular file")
     target_st = _lstat(target)
     if target_st is not None:
-        if stat.S_ISDIR(target_st.st_mode):
-            raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+        _check_replaceable(src, target, target_st)
         with contextlib.suppress(OSError):
             if os.path.samestat(st, os.stat(target)):
                 raise UsageError(f"'{src}' and '{target}' are the same file")
@@ -121,7 +120,24 @@ def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 
 
+def _check_replaceable(src: str, target: str, target_st: os.stat_result) -> None:
+    """A copy is renamed over its destination: fine for a file or a symlink, never for a
+    directory, and never for a device or FIFO, which cp would write into (as root, renaming
+    over /dev/null would replace the device with a plain file)."""
+    mode = target_st.st_mode
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise UsageError(
+            f"not replacing '{target}': {kind_name(mode)}, not a regular file "
+            f"(to write into it: openspec cat '{src}' > '{target}')"
+        )
+
+
 def _walk_tree(src: str, target: str) -> Iterator[Step]:
+    target_st = _lstat(target)
+    if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
+        raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
     yield Step("dir", src, target)
     try:
         entries = sorted(os.scandir(src), key=lambda e: e.name)
@@ -145,7 +161,7 @@ def _walk_tree(src: str, target: str) -> Iterator[Step]:
 def _check_file_target_in_tree(src: str, st: os.stat_result, target: str) -> None:
     """Like :func:`_check_file_target`, but the parent may not exist yet (we create it)."""
     target_st = _lstat(target)
-    if target_st is not None and stat.S_ISDIR(target_st.st_mode):
-        raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+    if target_st is not None:
+        _check_replaceable(src, target, target_st)
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")

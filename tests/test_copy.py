@@ -494,6 +494,58 @@ def test_a_directory_in_the_way_of_a_file_is_refused(runner: CliRunner, tmp_path
     assert "directory" in assert_refused(result, USAGE, tmp_path, before, "out/a")
 
 
+def make_special(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    else:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # the null device, as /dev/null
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("inside_tree", [False, True])
+def test_a_device_or_fifo_destination_is_never_replaced(
+    runner: CliRunner, tmp_path: Path, kind: str, inside_tree: bool
+) -> None:
+    """cp writes into these; a copy renamed over one would, as root, turn /dev/null into a file."""
+    (tmp_path / "src").mkdir()
+    write_random(tmp_path / "src" / "a", 10)
+    (tmp_path / "out" / "src").mkdir(parents=True)
+    special = tmp_path / "out" / "src" / "a"
+    make_special(special, kind)
+    before = snapshot(tmp_path)
+    args = (
+        ["-r", str(tmp_path / "src"), str(tmp_path / "out")]
+        if inside_tree
+        else [
+            str(tmp_path / "src" / "a"),
+            str(special),
+        ]
+    )
+
+    result = invoke(runner, ["copy", *args])
+
+    line = assert_refused(result, USAGE, tmp_path, before, "out/src/a")
+    assert "not a regular file" in line
+    assert not special.is_file()
+
+
+def test_a_file_in_the_way_of_a_directory_of_the_tree_is_refused(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    write_random(tmp_path / "src" / "sub" / "a", 10)
+    (tmp_path / "out" / "src").mkdir(parents=True)
+    write_random(tmp_path / "out" / "src" / "sub", 10, seed=1)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "out")])
+
+    line = assert_refused(result, USAGE, tmp_path, before, "out/src/sub", "src/sub")
+    assert "non-directory" in line
+
+
 def test_a_tree_onto_a_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     make_tree(tmp_path / "src")
     write_random(tmp_path / "file", 10)
