@@ -93,16 +93,26 @@ class CatResult(Record):
         self.seconds = seconds
 
 
-def _check_inputs(paths: list[str]) -> None:
+def _check_inputs(paths: list[str], out_fd: int) -> None:
+    """Refuse, before writing anything, inputs that are missing, directories, or the output
+    itself (``openspec cat f >> f`` would read its own writes until the disk is full)."""
+    try:
+        out = os.fstat(out_fd)
+    except OSError:
+        out = None
+    if out is not None and not stat.S_ISREG(out.st_mode):
+        out = None  # a pipe or terminal cannot be read back
     for path in paths:
-        if path == STDIN:
-            continue
         try:
-            st = os.stat(path)
+            st = os.fstat(0) if path == STDIN else os.stat(path)
         except OSError as err:
+            if path == STDIN:
+                continue  # no stdin: reading it will say so
             raise from_os_error(err, path) from err
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"'{path}': Is a directory")
+        if out is not None and os.path.samestat(st, out):
+            raise UsageError(f"'{path}': input file is output file")
 
 
 @contextlib.contextmanager
@@ -129,7 +139,7 @@ def cat(
 ) -> CatResult:
     """Concatenate ``paths`` (``-`` is stdin) to ``out_fd``; a closed pipe raises BrokenPipe."""
     observer = observer or NullObserver()
-    _check_inputs(paths)
+    _check_inputs(paths, out_fd)
     enlarge_pipe(out_fd)
     hasher = hashing.new_hasher(algo) if algo else None
     total = 0

@@ -167,6 +167,24 @@ def test_directory_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     assert "directory" in assert_one_error_line(result.stderr, "dir")
 
 
+@pytest.mark.parametrize("via_stdin", [False, True])
+def test_input_that_is_the_output_is_refused(tmp_path: Path, via_stdin: bool) -> None:
+    """``openspec cat f >> f`` would read back its own writes until the disk is full."""
+    data = write_random(tmp_path / "f", 100 * KIB)
+    args = ["cat", "a", "-"] if via_stdin else ["cat", "a", "f"]
+    write_random(tmp_path / "a", 10, seed=1)
+    with open(tmp_path / "f", "ab") as out, open(tmp_path / "f", "rb") as stdin:
+        result = subprocess.run(
+            [*OPENSPEC, *args], cwd=tmp_path, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
+            timeout=20,
+        )  # fmt: skip
+
+    assert result.returncode == USAGE
+    line = assert_one_error_line(result.stderr.decode(), "-" if via_stdin else "f")
+    assert "input file is output file" in line
+    assert (tmp_path / "f").read_bytes() == data  # nothing written, not even 'a'
+
+
 def test_missing_file_in_a_real_process(tmp_path: Path) -> None:
     result = run_openspec(["cat", "missing"], cwd=tmp_path)
 
