@@ -18,6 +18,12 @@ from openspec_cli.hashing import DEFAULT_ALGO, SPECS, escape_name, spec_for
 # Untagged lines only carry a length; where two algorithms share one, the first listed wins,
 # except XXH3-64, whose GNU lines always carry the XXH3_ prefix.
 _BY_LENGTH = {s.hex_len: n for n, s in reversed(SPECS.items()) if n != "xxh3"}
+# Every algorithm an untagged digest of each length may be from: md5 and xxh128 (32), sha256
+# and blake2b-256 (64), sha512 and blake2b (128) share lengths.
+_SAME_LENGTH: dict[int, tuple[str, ...]] = {}
+for _name, _spec in SPECS.items():
+    if _name != "xxh3":
+        _SAME_LENGTH[_spec.hex_len] = (*_SAME_LENGTH.get(_spec.hex_len, ()), _name)
 # Substrings of a sum file's name that say which algorithm wrote it; longest first, so that
 # "xxh32" is not read as "xxh3".
 _HINTS = (*sorted(SPECS, key=len, reverse=True), "blake2", "b2")
@@ -143,6 +149,8 @@ class SumEntry:
     hexdigest: str
     name: str
     lineno: int
+    #: The algorithm was only guessed from the digest's length, which others share.
+    guessed: bool = field(default=False, compare=False)
 
 
 def _hinted_algo(hint: str | None) -> str | None:
@@ -171,6 +179,9 @@ class _LineParser:
         self.algo = algo
         self.hinted = _hinted_algo(hint)
         self.reversed: bool | None = None
+        #: Digest length -> the algorithm that matched a guessed line of this file: the rest
+        #: of a sum file is almost always from the same tool.
+        self.learned: dict[int, str] = {}
 
     def parse(self, line: str, lineno: int) -> SumEntry | None:
         text = _strip_eol(line)
@@ -187,7 +198,8 @@ class _LineParser:
         name = _unescape_name(raw) if escaped else raw
         if name is None:
             raise MalformedLine(f"bad escape in name: {line!r}")
-        return SumEntry(algo, digest.lower(), name, lineno)
+        guessed = not match and self.algo is None and len(_SAME_LENGTH.get(len(digest), ())) > 1
+        return SumEntry(algo, digest.lower(), name, lineno, guessed and algo != "xxh3")
 
     def _split_tagged(self, match: re.Match[str], rest: str) -> tuple[str, str, str]:
         algo = _TAG_TO_ALGO[match.group(1)]
@@ -224,6 +236,8 @@ class _LineParser:
             return self.algo if not xxh3 or self.algo == "xxh3" else ""
         if xxh3:
             return "xxh3"
+        if len(digest) in self.learned:
+            return self.learned[len(digest)]
         if self.hinted and SPECS[self.hinted].hex_len == len(digest):
             return self.hinted
         return _BY_LENGTH.get(len(digest), "")
@@ -321,7 +335,9 @@ def check_sums(
             continue
         if entry is not None:
             tally.formatted += 1
-            _check_entry(entry, hash_file, options, prog, report, tally)
+            matched = _check_entry(entry, hash_file, options, prog, report, tally)
+            if matched is not None and entry.guessed:
+                parser.learned[len(entry.hexdigest)] = matched
     _summarize(options, prog, shown, report, tally)
     return report
 
@@ -333,18 +349,19 @@ def _check_entry(
     prog: str,
     report: CheckReport,
     tally: _Tally,
-) -> None:
+) -> str | None:
+    """Check one line; returns the algorithm whose digest matched, if one did."""
     try:
-        actual = hash_file(entry.name, entry.algo)
+        matched = _matching_algo(entry, hash_file)
     except OSError as exc:
         if options.ignore_missing and isinstance(exc, FileNotFoundError):
-            return
+            return None
         tally.unreadable += 1
         report.stderr.append(f"{prog}: {quote_name(entry.name)}: {exc.strerror or exc}")
         if not options.status:
             report.stdout.append(f"{_result_name(entry.name)}: FAILED open or read")
-        return
-    if actual.lower() == entry.hexdigest:
+        return None
+    if matched is not None:
         tally.matched += 1
         if not (options.quiet or options.status):
             report.stdout.append(f"{_result_name(entry.name)}: OK")
@@ -352,6 +369,19 @@ def _check_entry(
         tally.mismatched += 1
         if not options.status:
             report.stdout.append(f"{_result_name(entry.name)}: FAILED")
+    return matched
+
+
+def _matching_algo(entry: SumEntry, hash_file: Callable[[str, str], str]) -> str | None:
+    """The entry's algorithm if the file matches; for a guessed one, the others of the same
+    length are tried before calling it a mismatch (an md5sum file named M5 is not xxh128)."""
+    tried = [entry.algo]
+    if entry.guessed:
+        tried += [a for a in _SAME_LENGTH[len(entry.hexdigest)] if a != entry.algo]
+    for algo in tried:
+        if hash_file(entry.name, algo).lower() == entry.hexdigest:
+            return algo
+    return None
 
 
 def _summarize(

@@ -290,6 +290,23 @@ def check(lines: list[str], name: str = "SUMS", **opts: Any) -> sumfiles.CheckRe
     return sumfiles.check_sums(lines, name, fake_hash_file(FILES), CheckOptions(**opts))
 
 
+def test_a_guessed_algorithm_is_learned_from_the_first_line_that_matches() -> None:
+    """An md5sum file with no hint in its name: the first line is tried as xxh128, then md5;
+    the rest of the file is hashed as md5 straight away."""
+    calls: list[tuple[str, str]] = []
+    plain = fake_hash_file(FILES)
+
+    def counting(path: str, algo: str) -> str:
+        calls.append((path, algo))
+        return plain(path, algo)
+
+    lines = [sum_line("a", "md5"), sum_line("b b", "md5")]
+    report = sumfiles.check_sums(lines, "SUMS", counting, CheckOptions())
+
+    assert report.stdout == ["a: OK", "b b: OK"]
+    assert calls == [("a", "xxh128"), ("a", "md5"), ("b b", "md5")]
+
+
 def test_all_good_lines_pass() -> None:
     lines = [sum_line("a"), sum_line("b b", tag=True), sum_line("a", "xxh128"), "# c", ""]
     report = check(lines)

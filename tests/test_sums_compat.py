@@ -39,6 +39,7 @@ TOOLS = [
     Tool(("sha256sum",), "sha256"),
     Tool(("sha1sum",), "sha1"),
     Tool(("md5sum",), "md5"),
+    Tool(("sha512sum",), "sha512"),
     Tool(("b2sum",), "blake2b"),
     Tool(("xxh128sum",), "xxh128"),
     Tool(("xxhsum", "-H0"), "xxh32"),
@@ -195,6 +196,24 @@ def test_tool_sum_files_check_ok_and_detect_tampering(
             line.replace(f"{tool.cmd[0]}: ", "openspec: ", 1) for line in lines_of(theirs.stderr)
         ]
         assert report.stderr == expected_err
+
+
+@pytest.mark.parametrize("tool", TOOL_PARAMS)
+def test_tool_sum_files_check_ok_when_the_name_gives_no_hint(tool: Tool, tmp_path: Path) -> None:
+    """md5 and xxh128 share 32 hex digits, sha512 and blake2b 128: with no hint in the name
+    (here CHECKSUMS), a guess that fails is retried with the other algorithm of that length."""
+    make_files(tmp_path, PLAIN_NAMES)
+    written = run([*tool.cmd, *PLAIN_NAMES], tmp_path).stdout
+    lines = lines_of(written)
+
+    report = sumfiles.check_sums(lines, "CHECKSUMS", real_hash_file(tmp_path), CheckOptions())
+    assert report.stdout == [f"{n}: OK" for n in PLAIN_NAMES]
+    assert (report.stderr, report.exit_code) == ([], 0)
+
+    (tmp_path / PLAIN_NAMES[0]).write_bytes(b"tampered")
+    report = sumfiles.check_sums(lines, "CHECKSUMS", real_hash_file(tmp_path), CheckOptions())
+    assert report.stdout == [f"{PLAIN_NAMES[0]}: FAILED", f"{PLAIN_NAMES[1]}: OK"]
+    assert report.exit_code == 1
 
 
 # --- (c) -c output and exit code equal sha256sum -c --------------------------------------------
