@@ -224,15 +224,15 @@ def _report(
     engine: dict[str, Any] | None = None,
     errors: list[OpenspecError] | None = None,
 ) -> None:
+    wall = float(engine["seconds"]) if engine is not None else None
     if as_json:
-        wall = float(engine["seconds"]) if engine is not None else None
         summary = _copy_summary(results, command, wall)
         if engine is not None:
             summary["engine"] = engine
         summary["errors"] = [err.message for err in errors or []]
         _emit_json(summary)
     elif not quiet and (results or not errors):
-        _print_copy_summary(results, engine)
+        _print_copy_summary(results, engine, wall)
 
 
 def _copy_summary(
@@ -276,7 +276,11 @@ def _copy_summary(
     }
 
 
-def _print_copy_summary(results: list[Any], engine: dict[str, Any] | None = None) -> None:
+def _print_copy_summary(
+    results: list[Any], engine: dict[str, Any] | None = None, wall: float | None = None
+) -> None:
+    """The closing line; like the JSON totals, it uses wall time when files ran side by side
+    (per-file seconds added up would count parallel copies twice)."""
     from openspec_cli.ui import human_bytes, human_rate
 
     for r in results:
@@ -295,7 +299,7 @@ def _print_copy_summary(results: list[Any], engine: dict[str, Any] | None = None
     copied = [r for r in results if not r.skipped]
     total = sum(r.bytes for r in copied)
     moved = sum(r.bytes - r.resumed_from for r in copied)
-    seconds = sum(r.seconds for r in copied)
+    seconds = wall if wall is not None else sum(r.seconds for r in copied)
     rate = human_rate(moved / seconds) if seconds > 0 else "-"
     verified = ", verified" if copied and all(r.verified for r in copied) else ""
     if engine is not None and engine.get("highest_level", "NONE") != "NONE":

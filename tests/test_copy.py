@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -314,6 +315,22 @@ def test_json_summary_schema(runner: CliRunner, tmp_path: Path) -> None:
     assert totals["bytes"] == sum(sizes.values())
     assert totals["seconds"] >= 0
     assert totals["throughput_bps"] >= 0
+
+
+def test_summary_line_counts_wall_time_when_files_run_side_by_side(tmp_path: Path) -> None:
+    """Two paced files copied at once: per-file seconds add up to about twice the run."""
+    for name in ("a", "b"):
+        write_random(tmp_path / name, 2 * MIB, seed=len(name))
+    (tmp_path / "out").mkdir()
+
+    started = time.monotonic()
+    result = run_openspec(["copy", "-j", "2", "-L", "4M", "a", "b", "out"], cwd=tmp_path)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"copied 2 file\(s\), 4\.0 MiB in ([0-9.]+) s", result.stderr.decode())
+    assert match, result.stderr
+    assert float(match.group(1)) <= elapsed
 
 
 def test_json_reports_skipped_files(runner: CliRunner, tmp_path: Path) -> None:
