@@ -109,8 +109,10 @@ class CopyOptions(Record):
         return {
             "verify": self.verify,
             "fsync": self.fsync,
-            "sums": self.sums_path,
+            # Absolute: resume may run from another directory.
+            "sums": os.path.abspath(self.sums_path) if self.sums_path else None,
             "checkpoint_every": self.checkpoint_every,
+            "no_clobber": self.no_clobber,
         }
 
 
@@ -584,6 +586,7 @@ def _options_for(cp: Checkpoint, base: CopyOptions) -> CopyOptions:
         verify=bool(stored.get("verify", base.verify)),
         fsync=bool(stored.get("fsync", base.fsync)),
         sums_path=stored.get("sums", base.sums_path),
+        no_clobber=bool(stored.get("no_clobber", False)),
         limiter=base.limiter,
         checkpoint_every=int(stored.get("checkpoint_every", base.checkpoint_every)),
         sleep=base.sleep,
@@ -600,6 +603,10 @@ def resume(
     cp = ckpt.load(transfer_id)
     opts = _options_for(cp, options)
     observer = observer or NullObserver()
+    if opts.no_clobber and os.path.lexists(cp.dest):
+        # Copied with -n, and something has taken the name since: it is not ours to replace.
+        discard(cp)
+        return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
     if options.restart:
         discard(cp)
         result = _start(cp.source.path, cp.dest, opts, observer).run()

@@ -88,12 +88,16 @@ PACED_SIZE = 16 << 20
 
 
 def interrupt(
-    tmp_path: Path, env: dict[str, str], size: int = PACED_SIZE, at: int = 1 << 20
+    tmp_path: Path,
+    env: dict[str, str],
+    size: int = PACED_SIZE,
+    at: int = 1 << 20,
+    options: tuple[str, ...] = (),
 ) -> tuple[Path, Path, bytes, str]:
     """Start a paced copy, stop it with SIGINT after ``at`` bytes; return its id."""
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     data = make_source(src, size)
-    proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
+    proc = start("copy", "--limit-rate", "4M", *options, str(src), str(dst), env=env)
     wait_for_progress(env, at, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -260,6 +264,46 @@ def test_second_process_cannot_take_a_running_transfer(tmp_path: Path, env: dict
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_no_clobber_is_honoured_on_resume(tmp_path: Path, env: dict[str, str]) -> None:
+    """copy -n, interrupted; someone writes the destination; resume must not replace it."""
+    _, dst, _, tid = interrupt(tmp_path, env, options=("-n",))
+    dst.write_bytes(b"precious")
+
+    result = openspec("resume", tid, env=env, check=True)
+
+    assert dst.read_bytes() == b"precious"
+    assert "skipped" in result.stderr
+    assert partials(tmp_path) == []
+    assert transfers(env) == []
+
+
+def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "job").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make_source(src, PACED_SIZE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openspec_cli", "copy", "-L", "4M", "--sums", "SUMS", str(src),
+         str(dst)],
+        cwd=tmp_path / "job", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for_progress(env, 1 << 20, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    tid = str(transfers(env)[0]["id"])
+
+    subprocess.run(
+        [sys.executable, "-m", "openspec_cli", "resume", tid],
+        cwd=tmp_path / "elsewhere", env=env, check=True, capture_output=True,
+    )  # fmt: skip
+
+    assert not (tmp_path / "elsewhere" / "SUMS").exists()
+    digest = xxhash.xxh3_128(data).hexdigest()
+    assert (tmp_path / "job" / "SUMS").read_text().startswith(digest)
 
 
 def test_resume_all_and_discard(tmp_path: Path, env: dict[str, str]) -> None:
