@@ -66,6 +66,8 @@ def copy(
         no_cache=no_cache,
     )
     steps = plan.plan_copy(srcs, dest, recursive)
+    if sums is not None:
+        plan.check_sums_file(sums)
     return scheduler.copy_all(
         steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe
     )

@@ -134,6 +134,28 @@ def _check_replaceable(src: str, target: str, target_st: os.stat_result) -> None
         )
 
 
+def check_sums_file(path: str) -> None:
+    """``--sums FILE`` must be appendable before the first byte is copied, not after."""
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as err:
+        raise UsageError(f"cannot write sums file '{path}': {describe_os_error(err)}") from err
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot write sums file '{path}': Is a directory")
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"cannot write sums file '{path}': Permission denied")
+        return
+    reason = _missing_parent(path)
+    parent = os.path.dirname(path) or "."
+    if reason is None and not os.access(parent, os.W_OK | os.X_OK):
+        reason = "Permission denied"
+    if reason:
+        raise UsageError(f"cannot create sums file '{path}': {reason}")
+
+
 def _walk_tree(src: str, target: str) -> Iterator[Step]:
     target_st = _lstat(target)
     if target_st is not None and not stat.S_ISDIR(target_st.st_mode):

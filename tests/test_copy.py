@@ -468,6 +468,21 @@ def test_fifo_source_is_refused_without_hanging(tmp_path: Path) -> None:
     assert "FIFO" in assert_refused(tree, USAGE, tmp_path, before, "tree/fifo")
 
 
+@pytest.mark.parametrize("where", ["missing/SUMS", "."])
+def test_unwritable_sums_file_is_refused_before_copying(
+    runner: CliRunner, tmp_path: Path, where: str
+) -> None:
+    write_random(tmp_path / "a", 10)
+    before = snapshot(tmp_path)
+
+    result = invoke(
+        runner, ["copy", "--sums", str(tmp_path / where), str(tmp_path / "a"), str(tmp_path / "b")]
+    )
+
+    line = assert_refused(result, USAGE, tmp_path, before)
+    assert "sums file" in line
+
+
 def test_destination_parent_missing_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     write_random(tmp_path / "a", 10)
     before = snapshot(tmp_path)
