@@ -59,8 +59,11 @@ def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[St
         raise UsageError(f"target '{dest}' is not a directory")
     if dest.endswith(os.sep) and not dest_is_dir:
         exists = os.path.lexists(dest.rstrip(os.sep))
-        reason = "Not a directory" if exists else "No such file or directory"
-        raise UsageError(f"cannot create '{dest}': {reason}")
+        new_tree = recursive and len(sources) == 1 and os.path.isdir(sources[0])
+        if exists or not new_tree:  # cp -r DIR NEW/ makes NEW; a file cannot end in '/'
+            reason = "Not a directory" if exists else "No such file or directory"
+            raise UsageError(f"cannot create '{dest}': {reason}")
+        dest = dest.rstrip(os.sep)
     steps: list[Step] = []
     for src in sources:
         name = os.path.basename(os.path.normpath(src))

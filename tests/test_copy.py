@@ -207,10 +207,12 @@ def assert_same_tree(src: Path, dest: Path) -> None:
             assert g_mtime_ns == mtime_ns, rel
 
 
-def test_recursive_copy_to_new_name(runner: CliRunner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_recursive_copy_to_new_name(runner: CliRunner, tmp_path: Path, slash: str) -> None:
+    """``cp -r src out/`` makes ``out`` too, when it does not exist yet."""
     make_tree(tmp_path / "src")
 
-    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "out")])
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "out") + slash])
 
     assert result.exit_code == 0, result.stderr
     assert_same_tree(tmp_path / "src", tmp_path / "out")
