@@ -6,8 +6,11 @@ message and an exit code.
 
 from __future__ import annotations
 
-from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer
+import os
+
+from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer, unfinished
 from openspec_cli.engine import RateLimiter
+from openspec_cli.errors import Interrupted
 from openspec_cli.pressure import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
@@ -65,12 +68,27 @@ def copy(
         restart=restart,
         no_cache=no_cache,
     )
-    steps = plan.plan_copy(srcs, dest, recursive)
+    tree = srcs[0] if recursive and len(srcs) == 1 and os.path.isdir(srcs[0]) else None
+    new_tree = tree is not None and not os.path.lexists(dest.rstrip(os.sep) or os.sep)
+    again = tree is not None and not new_tree and unfinished.unfinished(tree, dest)
+    steps = plan.plan_copy(srcs, dest, recursive, into=again)
     if sums is not None:
         plan.check_sums_file(sums)
-    return scheduler.copy_all(
-        steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe
-    )
+    if tree is not None and new_tree:
+        unfinished.started(tree, dest)
+    try:
+        report = scheduler.copy_all(
+            steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe
+        )
+    except Interrupted as exc:
+        if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
+            raise  # its own hint: openspec resume ID
+        # resume --all would finish only the files that had started.
+        hint = "interrupted; to finish, run the same copy again"
+        raise Interrupted(hint, exc.exit_code) from None
+    if tree is not None and (new_tree or again) and not report.errors:
+        unfinished.finished(tree, dest)
+    return report
 
 
 def resume(

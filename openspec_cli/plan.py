@@ -49,8 +49,14 @@ def _stat_source(path: str) -> os.stat_result:
         raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
 
 
-def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[Step]:
-    """Decide every step of ``copy SOURCES DEST`` as cp would, or refuse before any change."""
+def plan_copy(
+    sources: list[str], dest: str, recursive: bool = False, into: bool = False
+) -> list[Step]:
+    """Decide every step of ``copy SOURCES DEST`` as cp would, or refuse before any change.
+
+    ``into``: copy the (one) source directory's contents into DEST even though DEST exists,
+    as ``cp -r SRC/. DEST`` does (``SRC/.`` asks for that by itself).
+    """
     if not sources:
         raise UsageError("missing source operand")
     dest_st = _lstat(dest)
@@ -67,7 +73,8 @@ def plan_copy(sources: list[str], dest: str, recursive: bool = False) -> list[St
     steps: list[Step] = []
     for src in sources:
         name = os.path.basename(os.path.normpath(src))
-        target = os.path.join(dest, name) if dest_is_dir else dest
+        contents = into or os.path.basename(src.rstrip(os.sep) or os.sep) == "."
+        target = os.path.join(dest, name) if dest_is_dir and not contents else dest
         steps.extend(_plan_one(src, target, recursive))
     return steps
 

@@ -448,7 +448,8 @@ def _roff_static_sections() -> list[str]:
         ".SH FILES",
         ".TP",
         f".I {roff_code('$XDG_STATE_HOME/openspec/')}",
-        "Checkpoint sidecars of interrupted transfers, in the user state directory "
+        "Checkpoint sidecars of interrupted transfers (\\fItransfers/\\fR), and records of "
+        "tree copies that have not finished (\\fItrees/\\fR), in the user state directory "
         "(\\fI\\(ti/.local/state/openspec/\\fR by default; see \\fBOPENSPEC_STATE_DIR\\fR).",
         ".TP",
         f"\\fI{roff_code('DIR/')}\\fR{roff_code('.')}\\fINAME\\fR{roff_code('.')}\\fIID\\fR"

@@ -234,6 +234,20 @@ def test_recursive_copy_into_existing_directory(runner: CliRunner, tmp_path: Pat
     assert_same_tree(tmp_path / "src", tmp_path / "backup" / "src")
 
 
+def test_dot_source_copies_the_contents_into_an_existing_directory(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """``cp -r src/. backup`` puts what is in src into backup, not backup/src."""
+    make_tree(tmp_path / "src")
+    (tmp_path / "backup").mkdir()
+
+    result = invoke(runner, ["copy", "-r", str(tmp_path / "src") + "/.", str(tmp_path / "backup")])
+
+    assert result.exit_code == 0, result.stderr
+    assert not (tmp_path / "backup" / "src").exists()
+    assert_same_tree(tmp_path / "src", tmp_path / "backup")
+
+
 def test_recursive_copy_writes_sums_for_every_file(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -306,6 +306,51 @@ def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
     assert (tmp_path / "job" / "SUMS").read_text().startswith(digest)
 
 
+def make_source_tree(root: Path) -> dict[str, bytes]:
+    """Three 8 MiB files and a small one, in two directories."""
+    (root / "sub").mkdir(parents=True)
+    files = {"a.bin": 8 << 20, "b.bin": 8 << 20, "sub/c.bin": 8 << 20, "sub/small": 100}
+    return {name: make_source(root / name, size) for name, size in files.items()}
+
+
+def tree_contents(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".openspec-part")
+    }
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_interrupted_tree_copy_is_finished_by_running_it_again(
+    tmp_path: Path, env: dict[str, str], jobs: str
+) -> None:
+    """``copy -r src backup`` made ``backup``; run again, it must continue into ``backup``
+    (not start ``backup/src``) and finish every file, started or not."""
+    data = make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    proc = start("copy", "-r", "-j", jobs, "-L", "8M", str(src), str(backup), env=env)
+    wait_for_progress(env, 1 << 20, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "openspec: interrupted; to finish, run the same copy again"
+    )
+    assert tree_contents(backup) != data  # it really was cut short
+
+    again = openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+
+    assert not (backup / "src").exists(), again.stderr
+    assert tree_contents(backup) == data
+    assert partials(backup) == []
+    assert partials(backup / "sub") == []
+    assert transfers(env) == []
+    # Finished: a third run is an ordinary cp -r into an existing directory again.
+    openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+    assert tree_contents(backup / "src") == data
+
+
 def test_resume_all_and_discard(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst, data, tid = interrupt(tmp_path, env)
     proc = openspec("resume", "--all", "--json", env=env, check=True)

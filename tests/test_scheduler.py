@@ -242,8 +242,10 @@ def test_sigint_stops_every_stream_and_resume_all_finishes_them(tmp_path: Path) 
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
+    # resume --all finishes the files that had started (here all four); the hint names what
+    # finishes a copy of several files in every case.
     assert err.strip().splitlines()[-1] == (
-        "openspec: interrupted; resume with: openspec resume --all"
+        "openspec: interrupted; to finish, run the same copy again"
     )
     assert "Traceback" not in err
     listed = json.loads(
