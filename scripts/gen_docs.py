@@ -77,7 +77,7 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
     ),
     (
         "Stream a file into a pipeline at no more than 20 MiB/s, printing its digest at the end:",
-        "openspec cat -L 20M --hash xxh128 backup.tar | ssh host 'tar -x -C /restore'",
+        "openspec cat -L 20M --hash backup.tar | ssh host 'tar -x -C /restore'",
     ),
     (
         "Write sums in the format xxh128sum(1) uses, and check them later:",
