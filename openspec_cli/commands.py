@@ -9,6 +9,8 @@ here imports typer, so a command costs only what it uses.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import signal
 import sys
@@ -70,9 +72,19 @@ def _print_traceback() -> None:
         traceback.print_exc()
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a closed stdout (``openspec verify f >&-``): Python leaves sys.stdout None,
+    and a write would end in a traceback instead of one line about the output."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF), "standard output")
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Map every expected failure to one line on stderr and its exit code (the one place)."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
@@ -366,7 +378,7 @@ def cat(
     """Stream files to stdout for pipelines, with a pv-like panel on a terminal's stderr."""
     from openspec_cli import hashing, streams
 
-    if progress_mode == "auto" and sys.stdout.isatty():
+    if progress_mode == "auto" and sys.stdout is not None and sys.stdout.isatty():
         progress_mode = "none"  # the data goes to the terminal: a panel there would tear it
     with handled():
         with progress("cat", progress_mode, quiet) as observer:

@@ -111,6 +111,8 @@ def _check_inputs(paths: list[str], out_fd: int) -> None:
             raise from_os_error(err, path) from err
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"'{path}': Is a directory")
+        if path != STDIN and not os.access(path, os.R_OK):
+            raise UsageError(f"'{path}': Permission denied")
         if out is not None and os.path.samestat(st, out):
             raise UsageError(f"'{path}': input file is output file")
 
@@ -146,7 +148,14 @@ def cat(
     seconds = 0.0
 
     def sink(view: memoryview) -> None:
-        write_all(out_fd, view)
+        try:
+            write_all(out_fd, view)
+        except BrokenPipeError:
+            raise
+        except OSError as err:  # the output's fault, not this input's
+            raise TransferIOError(
+                f"error writing standard output: {describe_os_error(err)}"
+            ) from err
 
     for path in paths:
         with _open_input(path) as fd:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from conftest import (
 from typer.testing import CliRunner
 
 USAGE = 2
+IO_ERROR = 3
 BROKEN_PIPE = 141
 
 PIECES = {"empty": 0, "tiny": 3, "chunk": 32 * KIB, "trigger": MIB, "above": MIB + 1}
@@ -183,6 +186,43 @@ def test_input_that_is_the_output_is_refused(tmp_path: Path, via_stdin: bool) ->
     line = assert_one_error_line(result.stderr.decode(), "-" if via_stdin else "f")
     assert "input file is output file" in line
     assert (tmp_path / "f").read_bytes() == data  # nothing written, not even 'a'
+
+
+def test_unreadable_input_is_refused_before_anything_is_written(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    write_random(tmp_path / "a", 10)
+    write_random(tmp_path / "secret", 10, seed=1)
+    (tmp_path / "secret").chmod(0)
+
+    result = run_openspec(["cat", "a", "secret"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    assert result.returncode == USAGE
+    assert "Permission denied" in assert_one_error_line(result.stderr.decode(), "secret")
+    assert result.stdout == b""
+
+
+def test_a_failing_output_is_named_as_the_output(tmp_path: Path) -> None:
+    """A full disk behind stdout is not the input's fault (GNU: 'write error: ...')."""
+    write_random(tmp_path / "a", 100)
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [*OPENSPEC, "cat", "a"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, timeout=20
+        )
+    assert result.returncode == IO_ERROR
+    line = assert_one_error_line(result.stderr.decode())
+    assert line == "openspec: error writing standard output: No space left on device"
+
+
+@pytest.mark.parametrize("command", [["cat", "a"], ["verify", "a"]])
+def test_closed_stdout_is_one_line_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    write_random(tmp_path / "a", 100)
+    result = subprocess.run(
+        [*OPENSPEC, *command], cwd=tmp_path, stderr=subprocess.PIPE, timeout=20,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert result.returncode == IO_ERROR
+    assert "Bad file descriptor" in assert_one_error_line(result.stderr.decode())
 
 
 def test_missing_file_in_a_real_process(tmp_path: Path) -> None:
