@@ -68,31 +68,49 @@ def partial_path(dest: str, transfer_id: str) -> str:
 
 
 class Fingerprint(Record):
-    """What the source looked like when the copy started: any change means start over."""
+    """What the source looked like when the copy started: any change means start over.
 
-    __slots__ = ("path", "size", "mtime_ns", "inode", "device")
+    ctime is there because mtime can be set back (``touch -d``, ``rsync -t``, ``tar``) after
+    the content changed; ctime cannot be set, so a rewrite in place is seen. It also moves on
+    chmod or rename: then the copy starts over, which is the safe way to be wrong. Checkpoints
+    written before it was recorded have None and are compared without it.
+    """
 
-    def __init__(self, path: str, size: int, mtime_ns: int, inode: int, device: int) -> None:
+    __slots__ = ("path", "size", "mtime_ns", "inode", "device", "ctime_ns")
+
+    def __init__(
+        self,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        inode: int,
+        device: int,
+        ctime_ns: int | None = None,
+    ) -> None:
         self.path = path
         self.size = size
         self.mtime_ns = mtime_ns
         self.inode = inode
         self.device = device
+        self.ctime_ns = ctime_ns
 
     @classmethod
     def of(cls, path: str, st: os.stat_result) -> Fingerprint:
         """The fingerprint of ``path`` (stored absolute) as ``st`` describes it."""
-        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+        return cls(
+            os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns
+        )
 
     def differences(self, st: os.stat_result) -> list[str]:
         """What changed since, in words for the user; empty when nothing did."""
         changes = [f"size {self.size} -> {st.st_size}"] if st.st_size != self.size else []
         for what, old, new in (
             ("mtime", self.mtime_ns, st.st_mtime_ns),
+            ("ctime", self.ctime_ns, st.st_ctime_ns),
             ("inode", self.inode, st.st_ino),
             ("device", self.device, st.st_dev),
         ):
-            if old != new:
+            if old is not None and old != new:
                 changes.append(f"{what} changed")
         return changes
 
@@ -353,6 +371,7 @@ _KINDS: dict[str, tuple[Callable[[Any], object], str]] = {
     "str?": (lambda v: v is None or isinstance(v, str), "is not a string or null"),
     "path": (_is_path, "is not an absolute path"),
     "int": (lambda v: type(v) is int, "is not an integer"),
+    "int?": (lambda v: v is None or type(v) is int, "is not an integer or null"),
     "size": (lambda v: type(v) is int and 0 <= v <= _OFF_MAX, "is not a size in 0..2**63-1"),
     "u64": (lambda v: type(v) is int and 0 <= v <= _U64, "is not an integer in 0..2**64-1"),
     "pid": (lambda v: type(v) is int and 0 < v < 2**31, "is not a process id"),
@@ -368,7 +387,12 @@ _TOP = {
     "retries": "list", "last_error": "str?", "owner": "object?", "options": "options",
     "created": "time", "updated": "time",
 }  # fmt: skip
-_SOURCE = {"path": "path", "size": "size", "mtime_ns": "int", "inode": "u64", "device": "u64"}
+_SOURCE = {
+    "path": "path", "size": "size", "mtime_ns": "int", "inode": "u64", "device": "u64",
+    "ctime_ns": "int?",
+}  # fmt: skip
+#: Fields later versions of the schema added; older files may lack them (they read as None).
+_ADDED = {"ctime_ns"}
 _POINT = {"offset": "size", "digest": "hex"}
 _RETRY = {"errno": "str", "message": "str", "offset": "size", "at": "time"}
 _OWNER = {"pid": "pid", "host": "str", "started": "time"}
@@ -381,10 +405,12 @@ def _fields(value: object, where: str, spec: dict[str, str]) -> dict[str, Any]:
     for key, kind in spec.items():
         test, phrase = _KINDS[kind]
         if key not in value:
+            if key in _ADDED:
+                continue
             raise _Invalid(f"{where}{key} is missing")
         if not test(value[key]):
             raise _Invalid(f"{where}{key} {_show(value[key])} {phrase}")
-    return {key: value[key] for key in spec}
+    return {key: value[key] for key in spec if key in value}
 
 
 def _parse(data: object) -> Checkpoint:

@@ -216,6 +216,25 @@ def test_changed_source_is_refused_then_restart_copies_the_new_one(
     assert dst.read_bytes() == data + b"more"
 
 
+def test_source_rewritten_in_place_with_its_mtime_set_back_is_not_resumed(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Same size, same mtime, other bytes before the resume point: resuming would splice two
+    versions together and call it a copy."""
+    src, dst, data, tid = interrupt(tmp_path, env)
+    st = src.stat()
+    with open(src, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"EVIL")
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    refused = openspec("resume", tid, env=env)
+
+    assert refused.returncode == 3
+    assert "ctime changed" in refused.stderr
+    assert not dst.exists()
+
+
 def test_copy_again_after_source_changed_starts_fresh(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst, data, _ = interrupt(tmp_path, env)
     src.write_bytes(data[::-1])
