@@ -357,11 +357,23 @@ def resume(
         else:
             rate = size_option(limit_rate, "--limit-rate")
             ids = [transfer_id] if transfer_id else resuming.resumable_ids(api.transfers())
+            results: list[Any] = []
+            errors: list[OpenspecError] = []
             with progress("resume", progress_mode, quiet, as_json) as observer:
-                results = [
-                    api.resume(i, restart=restart, limit_rate=rate, observer=observer) for i in ids
-                ]
-            _report(results, "resume", quiet, as_json)
+                for i in ids:
+                    try:
+                        results.append(
+                            api.resume(i, restart=restart, limit_rate=rate, observer=observer)
+                        )
+                    except OpenspecError as failed:
+                        if transfer_id is not None or isinstance(failed, Interrupted):
+                            raise
+                        errors.append(failed)  # --all: one bad transfer must not stop the rest
+            _report(results, "resume", quiet, as_json, errors=errors)
+            for error in errors:
+                say(error.message)
+            if errors:
+                raise SystemExit(max(int(error.exit_code) for error in errors))
 
 
 # ---------------------------------------------------------------------------- cat

@@ -380,6 +380,33 @@ def test_resume_all_and_discard(tmp_path: Path, env: dict[str, str]) -> None:
     assert "deadbeef" in missing.stderr
 
 
+def test_resume_all_goes_on_past_a_transfer_that_fails(tmp_path: Path, env: dict[str, str]) -> None:
+    """One transfer whose destination directory is gone must not keep the others waiting."""
+    copies = {}
+    for name in ("gone", "kept"):
+        (tmp_path / name).mkdir()
+        src = tmp_path / f"{name}.src"
+        copies[name] = make_source(src, PACED_SIZE)
+        proc = start("copy", "-L", "4M", str(src), str(tmp_path / name / "out"), env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            p.stat().st_size for p in partials(tmp_path / name)
+        ):
+            assert proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    for part in partials(tmp_path / "gone"):
+        part.unlink()
+    (tmp_path / "gone").rmdir()
+
+    result = openspec("resume", "--all", env=env)
+
+    assert result.returncode != 0
+    assert (tmp_path / "kept" / "out").read_bytes() == copies["kept"]
+    assert "gone" in result.stderr.strip().splitlines()[-1]
+
+
 def test_prune_removes_checkpoints_whose_partial_is_gone(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
