@@ -158,6 +158,8 @@ def progress(
         return
     from openspec_cli.ui import Dashboard, LivePanel, ProgressLog
 
+    if mode == "auto" and sys.stderr.isatty() and os.environ.get("TERM") == "dumb":
+        mode = "plain"  # a terminal that cannot move the cursor: lines, as for a log
     if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
         board = Dashboard(title)
         with LivePanel(board, sys.stderr):
@@ -221,7 +223,9 @@ def copy(
                 no_cache=no_cache,
                 observer=observer,
             )
-        _report(result.files, "copy", quiet, as_json, result.engine, result.errors)
+        # NDJSON progress on stderr stays parseable: its finish events replace the summary.
+        summary_quiet = quiet or progress_mode == "json"
+        _report(result.files, "copy", summary_quiet, as_json, result.engine, result.errors)
         if result.errors:
             for err in result.errors:
                 say(err.message)
@@ -369,7 +373,7 @@ def resume(
                         if transfer_id is not None or isinstance(failed, Interrupted):
                             raise
                         errors.append(failed)  # --all: one bad transfer must not stop the rest
-            _report(results, "resume", quiet, as_json, errors=errors)
+            _report(results, "resume", quiet or progress_mode == "json", as_json, errors=errors)
             for error in errors:
                 say(error.message)
             if errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -161,6 +162,28 @@ def test_cat_to_the_terminal_draws_no_panel_over_the_data(tmp_path: Path) -> Non
     )
     assert "\x1b[" not in drawn  # no panel: nothing but the data
     assert drawn.replace("\r\n", "\n") == src.read_text()
+
+
+def test_a_dumb_terminal_gets_plain_lines(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    drawn, _ = run_in_pty(tmp_path, src, {"TERM": "dumb"})
+    assert "\x1b[" not in drawn
+    assert "openspec: transfer" in drawn
+    assert "copied 1 file(s), 3.0 MiB" in drawn
+
+
+def test_json_progress_leaves_stderr_all_json(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    result = subprocess.run(
+        [sys.executable, "-m", "openspec_cli", "copy", "--progress", "json", str(src),
+         str(tmp_path / "out.bin")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"start", "finish"} <= {e["event"] for e in events}
 
 
 class FakeEngine:
