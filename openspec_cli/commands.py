@@ -410,6 +410,28 @@ def cat(
 # ---------------------------------------------------------------------------- verify
 
 
+STDIN_NAME = "-"
+
+
+def _check_verify_flags(
+    check: bool, tag: bool, quiet: bool, status: bool, strict: bool, ignore: bool, warn: bool
+) -> None:
+    """Refuse flags that would be silently ignored, as sha256sum does."""
+    if check and tag:
+        raise UsageError("the --tag option is meaningless when verifying checksums")
+    if check:
+        return
+    for flag, given in (
+        ("--quiet", quiet),
+        ("--status", status),
+        ("--strict", strict),
+        ("--ignore-missing", ignore),
+        ("--warn", warn),
+    ):
+        if given:
+            raise UsageError(f"the {flag} option is meaningful only when verifying checksums")
+
+
 def verify(
     files: list[str] | None,
     check: bool,
@@ -430,9 +452,12 @@ def verify(
     from openspec_cli.algorithms import DEFAULT_ALGO
 
     with handled():
+        _check_verify_flags(check, tag, quiet, status, strict, ignore_missing, warn)
         targets = files or ["-"]
         limiter = _limiter(limit_rate)
         if against is not None:
+            if STDIN_NAME in [*targets, against]:
+                raise UsageError("--against compares files; it does not read standard input")
             verifying.run_compare(targets, against, recursive)
             return
         if check:

@@ -176,6 +176,27 @@ def test_progress_knows_each_files_size_from_the_start(tmp_path: Path) -> None:
     assert starts == sizes
 
 
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--quiet", "F"], "--quiet option is meaningful only when verifying"),
+        (["--status", "F"], "--status option is meaningful only when verifying"),
+        (["--strict", "F"], "--strict option is meaningful only when verifying"),
+        (["--ignore-missing", "F"], "--ignore-missing option is meaningful only when verifying"),
+        (["-c", "--tag", "F"], "--tag option is meaningless when verifying"),
+        (["-", "--against", "F"], "does not read standard input"),
+    ],
+)
+def test_flags_that_would_be_ignored_are_refused(
+    runner: CliRunner, tmp_path: Path, args: list[str], complaint: str
+) -> None:
+    """As sha256sum does: a flag that cannot apply is a mistake worth one line, not silence."""
+    write_random(tmp_path / "F", 10)
+    result = invoke(runner, ["verify", *(str(tmp_path / a) if a == "F" else a for a in args)])
+    assert result.exit_code == USAGE
+    assert complaint in assert_one_error_line(result.stderr)
+
+
 # ---------------------------------------------------------------------------- -c
 
 
