@@ -471,7 +471,9 @@ def verify(
                 warn=warn,
                 algo=algo,
             )
-            raise SystemExit(verifying.run_check(targets, opts, limiter, say))
+            with progress("verify", progress_mode) as observer:
+                code = verifying.run_check(targets, opts, limiter, say, observer)
+            raise SystemExit(code)
         with progress("verify", progress_mode) as observer:
             code = verifying.run_digests(targets, algo or DEFAULT_ALGO, tag, limiter, observer, say)
         raise SystemExit(code)

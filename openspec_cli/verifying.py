@@ -86,17 +86,23 @@ def run_digests(
     return int(code)
 
 
-def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None) -> str:
+def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None, observer: Observer) -> str:
     """``hash_file`` for :func:`sumfiles.check_sums`: failures must surface as OSError."""
-    if os.path.isdir(path):
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(21, "Is a directory", path)
+    total = st.st_size if stat.S_ISREG(st.st_mode) else None
+    stats = StreamStats(name=os.path.basename(path), total=total)
+    observer.stream_started(stats)
     try:
-        return hash_path(path, algo, limiter=limiter)
+        return hash_path(path, algo, stats=stats, limiter=limiter)
     except OpenspecError as err:
         cause = err.__cause__
         if isinstance(cause, OSError):
             raise cause from None
         raise OSError(5, err.message, path) from err
+    finally:
+        observer.stream_finished(stats)
 
 
 def _read_sum_lines(path: str) -> list[str]:
@@ -113,11 +119,16 @@ def _read_sum_lines(path: str) -> list[str]:
 
 
 def run_check(
-    sum_files: list[str], options: sumfiles.CheckOptions, limiter: RateLimiter | None, say: Say
+    sum_files: list[str],
+    options: sumfiles.CheckOptions,
+    limiter: RateLimiter | None,
+    say: Say,
+    observer: Observer | None = None,
 ) -> int:
     """Check each sum file as ``sha256sum -c`` does; the worst exit code wins."""
     from openspec_cli import sumfiles
 
+    watcher = observer or NullObserver()
     code = 0
     for sum_file in sum_files:
         try:
@@ -128,7 +139,7 @@ def run_check(
             continue
         name = "standard input" if sum_file == STDIN else sum_file
         report = sumfiles.check_sums(
-            lines, name, lambda p, a: _hash_for_check(p, a, limiter), options
+            lines, name, lambda p, a: _hash_for_check(p, a, limiter, watcher), options
         )
         for line in report.stdout:
             sys.stdout.write(line + "\n")

@@ -154,6 +154,19 @@ def test_digests_go_to_redirected_stdout_while_the_panel_is_up(tmp_path: Path) -
     assert digest not in drawn
 
 
+def test_checking_a_sum_file_shows_the_panel_too(tmp_path: Path) -> None:
+    src = tmp_path / "payload.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    sums = tmp_path / "SUMS"
+    sums.write_text(f"{xxhash.xxh3_128(src.read_bytes()).hexdigest()}  {src}\n")
+    drawn, out = run_in_pty(
+        tmp_path, src, {}, ["verify", "-c", "--progress", "tty", "--limit-rate", "2M", str(sums)]
+    )
+    assert "payload.bin" in drawn
+    assert "MiB/s" in drawn
+    assert out == f"{src}: OK\n".encode()
+
+
 def test_cat_to_the_terminal_draws_no_panel_over_the_data(tmp_path: Path) -> None:
     src = tmp_path / "numbers.txt"
     src.write_text("".join(f"{n}\n" for n in range(200_000)))
