@@ -36,7 +36,7 @@ TRANSIENT = frozenset(
 ADVICE = {
     errno.ENOSPC: "free some space",
     errno.EDQUOT: "free some space or raise the quota",
-    errno.EFBIG: "the destination filesystem cannot hold a file this large",
+    errno.EFBIG: "make room for a file this large (a filesystem or ulimit -f limit)",
     errno.EROFS: "remount the destination read-write",
     errno.EACCES: "fix the permissions",
     errno.EPERM: "fix the permissions",
