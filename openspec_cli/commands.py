@@ -329,6 +329,25 @@ def _print_copy_summary(
 # ---------------------------------------------------------------------------- resume
 
 
+def _check_resume_flags(
+    transfer_id: str | None,
+    list_: bool,
+    all_: bool,
+    restart: bool,
+    discard: str | None,
+    prune: bool,
+    older_than: str | None,
+    prune_dirs: list[str] | None,
+) -> None:
+    """Refuse flags that the chosen action would silently ignore."""
+    if (older_than is not None or prune_dirs) and not prune:
+        flag = "--older-than" if older_than is not None else "--in"
+        raise UsageError(f"{flag} applies only with --prune")
+    resuming = (transfer_id is not None or all_) and not (list_ or prune or discard)
+    if restart and not resuming:
+        raise UsageError("--restart applies only when resuming (an ID or --all)")
+
+
 def resume(
     transfer_id: str | None,
     list_: bool,
@@ -347,6 +366,9 @@ def resume(
     from openspec_cli import api, resuming
 
     with handled():
+        _check_resume_flags(
+            transfer_id, list_, all_, restart, discard, prune, older_than, prune_dirs
+        )
         if discard is not None:
             api.discard(discard)
             if not quiet:

@@ -407,6 +407,25 @@ def test_resume_all_goes_on_past_a_transfer_that_fails(tmp_path: Path, env: dict
     assert "gone" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--older-than", "7d"], "--older-than applies only with --prune"),
+        (["--in", "."], "--in applies only with --prune"),
+        (["--list", "--restart"], "--restart applies only when resuming"),
+        (["--restart"], "--restart applies only when resuming"),
+    ],
+)
+def test_flags_the_action_would_ignore_are_refused(
+    env: dict[str, str], args: list[str], complaint: str
+) -> None:
+    result = openspec("resume", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"openspec: {complaint}" + (
+        " (an ID or --all)" if "restart" in complaint else ""
+    )
+
+
 def test_prune_removes_checkpoints_whose_partial_is_gone(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
