@@ -319,9 +319,12 @@ def check_sums(
     OSError. For several sum files call this once per file and exit with the max exit code.
     ``-`` as ``sum_file_name`` is shown as "standard input", as GNU does.
     """
+    lines = list(lines)
     parser = _LineParser(options.algo, sum_file_name)
     shown = quote_name("standard input" if sum_file_name == "-" else sum_file_name)
-    label = spec_for(options.algo or parser.hinted or DEFAULT_ALGO).tag
+    label = spec_for(
+        options.algo or parser.hinted or _first_algo(lines, parser) or DEFAULT_ALGO
+    ).tag
     report, tally = CheckReport(), _Tally()
     for lineno, line in enumerate(lines, 1):
         try:
@@ -340,6 +343,20 @@ def check_sums(
                 parser.learned[len(entry.hexdigest)] = matched
     _summarize(options, prog, shown, report, tally)
     return report
+
+
+def _first_algo(lines: list[str], like: _LineParser) -> str | None:
+    """The algorithm of the file's first valid line: what ``-w`` names in its warnings, as
+    sha256sum names SHA256 (a fresh parser, so the real one's state is untouched)."""
+    parser = _LineParser(like.algo, None)
+    for lineno, line in enumerate(lines, 1):
+        try:
+            entry = parser.parse(line, lineno)
+        except MalformedLine:
+            continue
+        if entry is not None:
+            return entry.algo
+    return None
 
 
 def _check_entry(

@@ -379,11 +379,15 @@ def test_warn_names_file_line_and_algorithm() -> None:
     lines = [sum_line("a"), "junk", "  "]
     report = check(lines, name="my sums", warn=True)
     assert report.stderr == [
-        "openspec: 'my sums': 2: improperly formatted XXH128 checksum line",
-        "openspec: 'my sums': 3: improperly formatted XXH128 checksum line",
+        # Named after the file's own lines (sha256), as sha256sum names SHA256.
+        "openspec: 'my sums': 2: improperly formatted SHA256 checksum line",
+        "openspec: 'my sums': 3: improperly formatted SHA256 checksum line",
         "openspec: WARNING: 2 lines are improperly formatted",
     ]
     assert report.exit_code == 0
+    xxh_lines = ["junk", sum_line("a", "xxh128")]
+    assert "XXH128 checksum line" in check(xxh_lines, warn=True).stderr[0]
+    assert "XXH128 checksum line" in check(["junk"], warn=True).stderr[0]  # the default
     assert "SHA256 checksum line" in check(lines, warn=True, algo="sha256").stderr[0]
     assert "MD5 checksum line" in check(lines, name="MD5SUMS", warn=True).stderr[0]
 
