@@ -70,24 +70,27 @@ def copy(
     )
     tree = srcs[0] if recursive and len(srcs) == 1 and os.path.isdir(srcs[0]) else None
     new_tree = tree is not None and not os.path.lexists(dest.rstrip(os.sep) or os.sep)
-    again = tree is not None and not new_tree and unfinished.unfinished(tree, dest)
-    steps = plan.plan_copy(srcs, dest, recursive, into=again)
+    journal = None
+    if tree is not None and not new_tree:
+        journal = unfinished.TreeJournal.reopen(tree, dest)
+    steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None)
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:
-        unfinished.started(tree, dest)
+        journal = unfinished.TreeJournal.begin(tree, dest)
     try:
         report = scheduler.copy_all(
-            steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe
-        )
+            steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
+            journal=journal,
+        )  # fmt: skip
     except Interrupted as exc:
         if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
             raise  # its own hint: openspec resume ID
         # resume --all would finish only the files that had started.
         hint = "interrupted; to finish, run the same copy again"
         raise Interrupted(hint, exc.exit_code) from None
-    if tree is not None and (new_tree or again) and not report.errors:
-        unfinished.finished(tree, dest)
+    if journal is not None and not report.errors:
+        journal.finish()
     return report
 
 

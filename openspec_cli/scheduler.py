@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from openspec_cli.engine import EngineView, Observer
+    from openspec_cli.unfinished import TreeJournal
 
 #: Least memory for buffers, whatever the ceiling says: one stream with a pool of small chunks.
 MIN_BUDGET = POOL_SIZE * MIN_CHUNK
@@ -479,8 +480,13 @@ def copy_all(
     jobs: int = 1,
     max_memory: int | None = None,
     probe: pressure.MemoryProbe | None = None,
+    journal: TreeJournal | None = None,
 ) -> CopyReport:
-    """Carry out a copy plan with up to ``jobs`` transfers at once, under the governor."""
+    """Carry out a copy plan with up to ``jobs`` transfers at once, under the governor.
+
+    ``journal``: a tree copy's record of completed files (see ``unfinished``); files it
+    vouches for are not copied again, and each file completed is added to it.
+    """
     started = time.monotonic()
     governor = Governor(jobs, max_memory, probe)
     recent = RecentFiles()
@@ -493,9 +499,15 @@ def copy_all(
 
     def task(step: Step) -> Callable[[], object]:
         def run() -> FileResult:
+            if journal is not None:
+                earlier = journal.already(step.source, step.dest)
+                if earlier is not None:
+                    return earlier  # its sum line was written by the run that copied it
             result = copy_file(step.source, step.dest, options, watched, known)
             record_sum(options, result)
             recent.add(step.dest)
+            if journal is not None:
+                journal.done(result)
             return result
 
         return run

@@ -3,9 +3,11 @@
 The first run of ``copy -r src backup`` creates ``backup``. Run again after an interruption,
 cp's rule (an existing directory receives SRC inside it) would start a second copy in
 ``backup/src`` and leave the first one half done. So a copy that creates its destination tree
-records that here (``<state dir>/trees/<key>.json``) until it has finished; a later run of the
-same source and destination continues into ``backup`` instead. Files already complete are
-copied again (they are not trusted unverified); interrupted ones resume from their checkpoints.
+keeps a journal (``<state dir>/trees/<key>.jsonl``) until it has finished: a header naming the
+source and destination, then one line per file completed. A later run of the same source and
+destination continues into ``backup``. A file the journal lists is not copied again only if
+neither it nor its source has changed since (size, mtime, ctime, inode: ctime cannot be set
+back); anything else is copied again, and interrupted files resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -13,42 +15,115 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 
 from openspec_cli.checkpoint import state_dir
+from openspec_cli.transfer import FileResult
+
+VERSION = 1
 
 
-def _marker(source: str, dest: str) -> tuple[str, str, str]:
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _path_for(source: str, dest: str) -> str:
     import hashlib  # here: most copies are not of trees, and start-up counts
 
-    src, dst = os.path.abspath(source), os.path.abspath(dest)
-    key = hashlib.sha256(f"{src}\0{dst}".encode(errors="surrogateescape")).hexdigest()[:16]
-    return str(state_dir() / "trees" / f"{key}.json"), src, dst
+    key = f"{os.path.abspath(source)}\0{os.path.abspath(dest)}"
+    digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()[:16]
+    return str(state_dir() / "trees" / f"{digest}.jsonl")
 
 
-def started(source: str, dest: str) -> None:
-    """Record that copying the tree ``source`` to the new directory ``dest`` has begun."""
-    path, src, dst = _marker(source, dest)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    record = {"version": 1, "source": src, "dest": dst, "created": time.time()}
-    temp = f"{path}.{os.getpid()}.tmp"
-    with open(temp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        json.dump(record, fh)
-    os.replace(temp, path)
+class TreeJournal:
+    """The journal of one tree copy; safe to use from the copy's worker threads."""
+
+    def __init__(self, path: str, done: dict[str, dict[str, object]]) -> None:
+        self.path = path
+        self._done = done
+        self._lock = threading.Lock()
+
+    @classmethod
+    def begin(cls, source: str, dest: str) -> TreeJournal:
+        """Start the journal of a copy of ``source`` that creates the directory ``dest``."""
+        path = _path_for(source, dest)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        header = {
+            "version": VERSION,
+            "source": os.path.abspath(source),
+            "dest": os.path.abspath(dest),
+            "created": time.time(),
+        }
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(json.dumps(header) + "\n")
+        return cls(path, {})
+
+    @classmethod
+    def reopen(cls, source: str, dest: str) -> TreeJournal | None:
+        """The journal of an earlier copy of ``source`` into ``dest`` that did not finish."""
+        path = _path_for(source, dest)
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return None
+        records = [_parse(line) for line in lines]
+        header = records[0] if records else None
+        expected = (VERSION, os.path.abspath(source), os.path.abspath(dest))
+        if header is None or (header.get("version"), header.get("source"), header.get("dest")) != (
+            expected
+        ):
+            return None  # not ours or unreadable: cp's rule applies
+        done = {str(r["dest"]): r for r in records[1:] if r is not None and "dest" in r}
+        return cls(path, done)
+
+    def already(self, source: str, dest: str) -> FileResult | None:
+        """The earlier result for this file, if it completed and nothing changed since."""
+        entry = self._done.get(os.path.abspath(dest))
+        if entry is None:
+            return None
+        try:
+            same = (_identity(os.stat(source)), _identity(os.stat(dest))) == (
+                entry.get("source_id"),
+                entry.get("dest_id"),
+            )
+        except OSError:
+            return None
+        if not same:
+            return None
+        size = int(str(entry.get("bytes")))
+        algo, digest = str(entry.get("algo")), str(entry.get("digest"))
+        return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size)
+
+    def done(self, result: FileResult) -> None:
+        """Note a completed file; a failure to write here only costs a copy next time."""
+        if result.skipped or result.digest is None:
+            return
+        try:
+            entry = {
+                "dest": os.path.abspath(result.dest),
+                "source_id": _identity(os.stat(result.source)),
+                "dest_id": _identity(os.stat(result.dest)),
+                "bytes": result.bytes,
+                "algo": result.algo,
+                "digest": result.digest,
+            }
+            with self._lock, open(self.path, "a", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError:
+            return
+
+    def finish(self) -> None:
+        """The tree is complete: forget it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
-def unfinished(source: str, dest: str) -> bool:
-    """True when an earlier copy of the tree ``source`` into ``dest`` did not finish."""
-    path, src, dst = _marker(source, dest)
+def _parse(line: str) -> dict[str, object] | None:
+    """One journal line; None for a torn or foreign one (a kill -9 mid-append)."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError):
-        return False  # none, or unreadable: cp's rule applies
-    return isinstance(record, dict) and (record.get("source"), record.get("dest")) == (src, dst)
-
-
-def finished(source: str, dest: str) -> None:
-    """Forget the record: the tree is complete."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(_marker(source, dest)[0])
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

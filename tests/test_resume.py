@@ -340,34 +340,61 @@ def tree_contents(root: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_interrupted_tree_copy_is_finished_by_running_it_again(
-    tmp_path: Path, env: dict[str, str], jobs: str
-) -> None:
-    """``copy -r src backup`` made ``backup``; run again, it must continue into ``backup``
-    (not start ``backup/src``) and finish every file, started or not."""
-    data = make_source_tree(tmp_path / "src")
-    src, backup = tmp_path / "src", tmp_path / "backup"
-    proc = start("copy", "-r", "-j", jobs, "-L", "8M", str(src), str(backup), env=env)
-    wait_for_progress(env, 1 << 20, proc)
+def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str) -> None:
+    """Copy the tree paced, and stop it with SIGINT once a.bin is complete (others are not)."""
+    proc = start("copy", "-r", "-j", jobs, "-L", "4M", str(src), str(backup), env=env)
+    deadline = time.monotonic() + 30
+    while not (backup / "a.bin").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
         "openspec: interrupted; to finish, run the same copy again"
     )
-    assert tree_contents(backup) != data  # it really was cut short
 
-    again = openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_interrupted_tree_copy_is_finished_by_running_it_again(
+    tmp_path: Path, env: dict[str, str], jobs: str
+) -> None:
+    """``copy -r src backup`` made ``backup``; run again, it must continue into ``backup``
+    (not start ``backup/src``), finish every file, and not copy a.bin a second time."""
+    data = make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    interrupt_tree(env, src, backup, jobs)
+    assert tree_contents(backup) != data  # it really was cut short
+    first_a = (backup / "a.bin").stat().st_ino
+
+    again = openspec("copy", "-r", "--json", str(src), str(backup), env=env, check=True)
 
     assert not (backup / "src").exists(), again.stderr
     assert tree_contents(backup) == data
     assert partials(backup) == []
     assert partials(backup / "sub") == []
     assert transfers(env) == []
+    files = {Path(f["dest"]).name: f for f in json.loads(again.stdout)["files"]}
+    assert files["a.bin"]["resumed_from"] == 8 << 20  # vouched for by the journal
+    assert (backup / "a.bin").stat().st_ino == first_a
     # Finished: a third run is an ordinary cp -r into an existing directory again.
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
     assert tree_contents(backup / "src") == data
+
+
+def test_a_completed_file_changed_since_is_copied_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    interrupt_tree(env, src, backup, "1")
+    with open(backup / "a.bin", "r+b") as fh:  # same size, other bytes
+        fh.write(b"EVIL")
+
+    openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+
+    assert tree_contents(backup) == data
 
 
 def test_resume_all_and_discard(tmp_path: Path, env: dict[str, str]) -> None:
