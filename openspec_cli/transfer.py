@@ -460,9 +460,12 @@ class Transfer:
 
 
 def _check_unchanged(cp: Checkpoint, fd: int, copied: int) -> None:
-    """Refuse to finish a copy whose source was modified while we read it."""
+    """Refuse to finish a copy whose source was modified while we read it.
+
+    A size of 0 says nothing for files in /proc and /sys, which have content all the same:
+    there, as cp does, what was read is the copy (any other change still refuses it)."""
     changes = cp.source.differences(os.fstat(fd))
-    if copied != cp.size and not changes:
+    if copied != cp.size and cp.size != 0 and not changes:
         changes = [f"read {copied} of {cp.size} bytes"]
     if changes:
         raise SourceChangedError(

@@ -722,6 +722,19 @@ def test_pseudo_filesystem_target_is_not_reported_as_full(
     assert "/proc/openspec-test" in result.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="no procfs on this machine")
+def test_a_pseudo_file_that_reports_size_0_is_copied_like_cp(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """/proc and /sys files stat as empty yet have content; cp copies what it reads."""
+    result = invoke(runner, ["copy", "/proc/cpuinfo", str(tmp_path / "cpuinfo")])
+
+    assert result.exit_code == 0, result.stderr
+    copied = (tmp_path / "cpuinfo").read_bytes()
+    assert copied
+    assert copied == Path("/proc/cpuinfo").read_bytes()
+
+
 def test_destination_symlink_is_written_through_like_cp(runner: CliRunner, tmp_path: Path) -> None:
     data = write_random(tmp_path / "a", 4096)
     (tmp_path / "real").write_bytes(b"old")
