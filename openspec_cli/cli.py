@@ -7,12 +7,14 @@ common command line without typer. The man page and completions are generated fr
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
 from openspec_cli import __version__, commands
 from openspec_cli.algorithms import ALGORITHMS, DEFAULT_ALGO
+from openspec_cli.errors import ExitCode
 
 app = typer.Typer(
     name="openspec",
@@ -308,6 +310,25 @@ def bench(
     commands.bench(**locals())  # the parsed arguments, unchanged
 
 
+#: click's UsageError (bad option values, unknown options, missing arguments), reached through
+#: a public name: typer 0.20 depends on click, 0.28 keeps its own copy of it.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+
+
 def main() -> None:
-    """Run the Typer app on ``sys.argv`` (what :func:`openspec_cli.launch.main` falls back to)."""
-    app(prog_name=commands.PROG)
+    """Run the Typer app on ``sys.argv`` (what :func:`openspec_cli.launch.main` falls back to).
+
+    Usage mistakes become one line, like every other expected failure, instead of click's
+    usage text and a boxed error."""
+    if not sys.argv[1:]:
+        app(prog_name=commands.PROG)  # 'openspec' alone: the help, exit 2
+    try:
+        code = app(prog_name=commands.PROG, standalone_mode=False)
+    except _USAGE_ERROR as err:
+        ctx = getattr(err, "ctx", None)
+        where = f"openspec {ctx.info_name}" if ctx is not None and ctx.parent else "openspec"
+        message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
+        commands.say(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")
+        raise SystemExit(ExitCode.USAGE) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -497,9 +497,14 @@ def test_unknown_algorithm_is_a_usage_error(
 def test_usage_errors_in_a_real_process_have_no_traceback_or_escape_codes(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env["TERM"] = "xterm-256color"
-    for args in (
-        ["copy", "--limit-rate", "abc", "a", "b"],
-        ["verify", "--bogus"],
+    for args, names in (
+        (["copy", "--limit-rate", "abc", "a", "b"], ["--limit-rate"]),
+        (["verify", "--bogus"], ["--bogus", "openspec verify --help"]),
+        (["copy", "-j", "0", "a", "b"], ["--jobs", "openspec copy --help"]),
+        (["copy", "--algo", "md6", "a", "b"], ["md6"]),
+        (["copy"], ["missing argument"]),
+        (["frobnicate"], ["frobnicate", "openspec --help"]),
+        (["resume", "--discard"], ["--discard"]),
     ):
         result = subprocess.run(
             [*OPENSPEC, *args],
@@ -512,3 +517,5 @@ def test_usage_errors_in_a_real_process_have_no_traceback_or_escape_codes(tmp_pa
         assert result.returncode == USAGE, args
         assert b"Traceback" not in result.stderr
         assert b"\x1b" not in result.stderr
+        # One line, like every other expected failure; not click's usage text and a box.
+        assert_one_error_line(result.stderr.decode(), *names)
