@@ -610,6 +610,8 @@ def resume(
         # Copied with -n, and something has taken the name since: it is not ours to replace.
         discard(cp)
         return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
+    if not options.restart:
+        _refuse_newer_dest(cp)
     if options.restart:
         discard(cp)
         result = _start(cp.source.path, cp.dest, opts, observer).run()
@@ -620,6 +622,22 @@ def resume(
 
         append_sum_line(opts.sums_path, result)
     return result
+
+
+def _refuse_newer_dest(cp: Checkpoint) -> None:
+    """A destination written after the transfer last ran is someone else's newer file: resuming
+    would silently replace it with the old transfer's source. (One that was there before the
+    copy started is what the copy meant to replace, as cp would.)"""
+    try:
+        changed = os.stat(cp.dest).st_ctime
+    except OSError:
+        return
+    if changed > cp.updated:
+        raise UsageError(
+            f"'{cp.dest}' was written after transfer {cp.id} stopped; to replace it anyway: "
+            f"openspec resume --restart {cp.id}, or forget the transfer: "
+            f"openspec resume --discard {cp.id}"
+        )
 
 
 def discard(cp: Checkpoint) -> None:

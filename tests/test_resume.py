@@ -298,6 +298,23 @@ def test_no_clobber_is_honoured_on_resume(tmp_path: Path, env: dict[str, str]) -
     assert transfers(env) == []
 
 
+def test_a_destination_written_after_the_interruption_is_not_replaced(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Someone put a newer file at the destination since: resuming must not silently replace
+    it with the old transfer's source; --restart says so explicitly."""
+    src, dst, data, tid = interrupt(tmp_path, env)
+    dst.write_bytes(b"newer work")
+
+    refused = openspec("resume", tid, env=env)
+
+    assert refused.returncode == 2
+    assert f"openspec resume --restart {tid}" in refused.stderr
+    assert dst.read_bytes() == b"newer work"
+    openspec("resume", "--restart", tid, env=env, check=True)
+    assert dst.read_bytes() == data
+
+
 def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
