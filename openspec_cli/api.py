@@ -7,6 +7,7 @@ message and an exit code.
 from __future__ import annotations
 
 import os
+import time
 
 from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer, unfinished
 from openspec_cli.engine import RateLimiter
@@ -55,6 +56,7 @@ def copy(
     ``report.errors``; the other files are still copied. ``probe`` replaces the memory probe
     (tests drive any memory situation with it).
     """
+    started = time.time()
     srcs = [sources] if isinstance(sources, str) else list(sources)
     options = CopyOptions(
         algo=algo,
@@ -91,7 +93,20 @@ def copy(
         raise Interrupted(hint, exc.exit_code) from None
     if journal is not None and not report.errors:
         journal.finish()
+        if not new_tree:  # a run that finishes an interrupted one tidies up after it
+            _tidy_after(steps, sums, report, started)
     return report
+
+
+def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, since: float) -> None:
+    """Partial files a kill -9 left (small files have no checkpoint to find them by), and
+    older sum lines of files copied again."""
+    dirs = {os.path.dirname(os.path.abspath(s.dest)) for s in steps if s.kind == "file"}
+    checkpoint.remove_stale_partials(dirs, since)
+    if sums is not None:
+        from openspec_cli.tree import keep_last_sum_lines
+
+        keep_last_sum_lines(sums, [r for r in report.files if not r.reused])
 
 
 def resume(

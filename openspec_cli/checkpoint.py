@@ -289,6 +289,21 @@ def orphan_partials(dirs: Iterable[str]) -> list[str]:
     return sorted(path for path in found if _orphan(path, now))
 
 
+def remove_stale_partials(dirs: Iterable[str], before: float) -> list[str]:
+    """Remove partial files in ``dirs`` that no checkpoint names, no process holds, and that
+    were last written before ``before``: left by a ``kill -9`` of an earlier run (files too
+    small for a checkpoint have none). Returns what was removed."""
+    found = {p for d in {os.path.abspath(d) for d in dirs} for p in _partials_in(d)}
+    stale = [
+        path
+        for path in sorted(found)
+        if not path_for(str(partial_id(path))).exists()
+        and _mtime(path) < before
+        and not partial_locked(path)
+    ]
+    return [path for path in stale if _unlink(path)]
+
+
 def _busy(cp: Checkpoint) -> bool:
     return (cp.owner is not None and cp.owner.alive()) or partial_locked(cp.partial)
 

@@ -495,6 +495,8 @@ def copy_all(
     options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
     file_steps = prepare_tree(steps, options)
+    if journal is not None:
+        journal.made_root()
     known = known_transfers()
 
     def task(step: Step) -> Callable[[], object]:

@@ -132,6 +132,7 @@ class FileResult(Record):
         "transfer_id",
         "resumed_from",
         "retries",
+        "reused",
     )
 
     def __init__(
@@ -148,6 +149,7 @@ class FileResult(Record):
         transfer_id: str | None = None,
         resumed_from: int = 0,
         retries: list[dict[str, Any]] | None = None,
+        reused: bool = False,
     ) -> None:
         self.source = source
         self.dest = dest
@@ -161,6 +163,8 @@ class FileResult(Record):
         self.transfer_id = transfer_id
         self.resumed_from = resumed_from
         self.retries: list[dict[str, Any]] = retries if retries is not None else []
+        #: Not copied now: an earlier run of the same tree copy did, and nothing changed since.
+        self.reused = reused
 
     @property
     def throughput_bps(self) -> float:
@@ -274,6 +278,7 @@ class Transfer:
         self.stats.done = offset
         self.stats.transfer_id = cp.id
         self.persist = keeps_checkpoint(cp.size)
+        self.renamed = False  # the final name is in place: an interrupt from here loses nothing
         self._saved_at = time.monotonic()
 
     # -- the copy loop ------------------------------------------------------------------
@@ -287,6 +292,10 @@ class Transfer:
             return self._finish()
         except (KeyboardInterrupt, Interrupted) as exc:
             code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
+            if self.renamed:  # stopped after the rename: the copy is complete, nothing to resume
+                with contextlib.suppress(OSError):
+                    ckpt.delete(self.cp.id)
+                raise Interrupted("interrupted", code) from None
             if not self.persist:
                 self._abandon()
                 raise Interrupted("interrupted", code) from None
@@ -441,6 +450,7 @@ class Transfer:
                     f"wrote {again}, expected {digest}"
                 )
         os.replace(cp.partial, cp.dest)
+        self.renamed = True
         if self.options.fsync:
             _fsync_dir(os.path.dirname(cp.dest))
         ckpt.delete(cp.id)
@@ -673,7 +683,9 @@ def copy_file(
             raise UsageError(
                 f"transfer {earlier.id} is in progress {state.removeprefix('running ')}"
             )
-        if options.restart or state == "source changed" or earlier.algo != options.algo:
+        # Nothing to resume from a missing partial: a fresh copy re-reads the source as it is.
+        fresh = state in ("source changed", "partial missing")
+        if options.restart or fresh or earlier.algo != options.algo:
             discard(earlier)
         else:
             result = _reopen(earlier, options, observer).run()

@@ -71,3 +71,44 @@ def append_sum_line(sums_path: str, result: FileResult) -> None:
             fh.write(line)
     except OSError as err:
         raise from_os_error(err, sums_path) from err
+
+
+def _sum_name(line: str) -> str | None:
+    """The name part of a GNU-style sum line, as this module writes them."""
+    head, sep, name = line.partition("  ")
+    return name if sep and head else None
+
+
+def keep_last_sum_lines(sums_path: str, written: list[FileResult]) -> None:
+    """In a sum file a copy appended to across runs, keep one line per file it wrote: the
+    newest. A file copied again (changed since, or cut short by a kill) otherwise keeps an
+    older line, and ``xxh128sum -c`` would fail it. Lines for other files stay as they are."""
+    names = {
+        _sum_name(hashing.format_sum_line(r.algo, r.digest, r.dest))
+        for r in written
+        if r.digest and not r.skipped
+    }
+    try:
+        with open(sums_path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            lines = fh.read().splitlines(keepends=True)
+    except OSError:
+        return
+    last = {_sum_name(line.rstrip("\n")): i for i, line in enumerate(lines)}
+    kept = [
+        line
+        for i, line in enumerate(lines)
+        if (name := _sum_name(line.rstrip("\n"))) not in names or last[name] == i
+    ]
+    if len(kept) == len(lines):
+        return
+    temp = f"{sums_path}.{os.getpid()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            fh.writelines(kept)
+        with contextlib.suppress(OSError):
+            os.chmod(temp, stat.S_IMODE(os.stat(sums_path).st_mode))
+        os.replace(temp, sums_path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise from_os_error(err, sums_path) from err

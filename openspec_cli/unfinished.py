@@ -4,10 +4,13 @@ The first run of ``copy -r src backup`` creates ``backup``. Run again after an i
 cp's rule (an existing directory receives SRC inside it) would start a second copy in
 ``backup/src`` and leave the first one half done. So a copy that creates its destination tree
 keeps a journal (``<state dir>/trees/<key>.jsonl``) until it has finished: a header naming the
-source and destination, then one line per file completed. A later run of the same source and
-destination continues into ``backup``. A file the journal lists is not copied again only if
-neither it nor its source has changed since (size, mtime, ctime, inode: ctime cannot be set
-back); anything else is copied again, and interrupted files resume from their checkpoints.
+source, the destination and a random token, then one line per file completed. The directory it
+made holds an empty ``.openspec-tree.<token>`` file meanwhile, as its files' partial copies sit
+beside them. A later run of the same source and destination continues into ``backup`` only if
+that file is there (a directory deleted and made again by hand gets cp's rule). A file the
+journal lists is not copied again only if neither it nor its source has changed since (size,
+mtime, ctime, inode: ctime cannot be set back); anything else is copied again, and interrupted
+files resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from openspec_cli.checkpoint import state_dir
 from openspec_cli.transfer import FileResult
 
 VERSION = 1
+MARKER_PREFIX = ".openspec-tree."
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -39,25 +43,36 @@ def _path_for(source: str, dest: str) -> str:
 class TreeJournal:
     """The journal of one tree copy; safe to use from the copy's worker threads."""
 
-    def __init__(self, path: str, done: dict[str, dict[str, object]]) -> None:
+    def __init__(
+        self, path: str, dest: str, token: str, done: dict[str, dict[str, object]]
+    ) -> None:
         self.path = path
+        self.dest = dest
+        self.token = token
         self._done = done
         self._lock = threading.Lock()
+
+    @property
+    def marker(self) -> str:
+        """The file in the destination that says this journal is about it."""
+        return os.path.join(self.dest, f"{MARKER_PREFIX}{self.token}")
 
     @classmethod
     def begin(cls, source: str, dest: str) -> TreeJournal:
         """Start the journal of a copy of ``source`` that creates the directory ``dest``."""
         path = _path_for(source, dest)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        token = os.urandom(8).hex()
         header = {
             "version": VERSION,
             "source": os.path.abspath(source),
             "dest": os.path.abspath(dest),
+            "token": token,
             "created": time.time(),
         }
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(json.dumps(header) + "\n")
-        return cls(path, {})
+        return cls(path, os.path.abspath(dest), token, {})
 
     @classmethod
     def reopen(cls, source: str, dest: str) -> TreeJournal | None:
@@ -76,7 +91,16 @@ class TreeJournal:
         ):
             return None  # not ours or unreadable: cp's rule applies
         done = {str(r["dest"]): r for r in records[1:] if r is not None and "dest" in r}
-        return cls(path, done)
+        journal = cls(path, expected[2], str(header.get("token")), done)
+        if not os.path.isfile(journal.marker):
+            finished(path)  # that directory is gone: whatever is there now is not ours
+            return None
+        return journal
+
+    def made_root(self) -> None:
+        """Mark the directory the copy made, once it exists (before any file is copied)."""
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT, 0o600))
 
     def already(self, source: str, dest: str) -> FileResult | None:
         """The earlier result for this file, if it completed and nothing changed since."""
@@ -94,7 +118,7 @@ class TreeJournal:
             return None
         size = int(str(entry.get("bytes")))
         algo, digest = str(entry.get("algo")), str(entry.get("digest"))
-        return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size)
+        return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size, reused=True)
 
     def done(self, result: FileResult) -> None:
         """Note a completed file; a failure to write here only costs a copy next time."""
@@ -109,15 +133,25 @@ class TreeJournal:
                 "algo": result.algo,
                 "digest": result.digest,
             }
-            with self._lock, open(self.path, "a", encoding="utf-8", errors="surrogateescape") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            self._append(entry)
         except OSError:
             return
+
+    def _append(self, record: dict[str, object]) -> None:
+        with self._lock, open(self.path, "a", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(json.dumps(record) + "\n")
 
     def finish(self) -> None:
         """The tree is complete: forget it."""
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self.marker)
+        finished(self.path)
+
+
+def finished(path: str) -> None:
+    """Remove a journal; a missing one is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _parse(line: str) -> dict[str, object] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,42 @@ def test_source_rewritten_in_place_with_its_mtime_set_back_is_not_resumed(
     assert not dst.exists()
 
 
+def test_copy_again_with_partial_gone_and_source_changed_starts_fresh(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src, dst, data, _ = interrupt(tmp_path, env)
+    for part in partials(tmp_path):
+        part.unlink()
+    src.write_bytes(data[::-1])
+
+    openspec("copy", str(src), str(dst), env=env, check=True)
+
+    assert dst.read_bytes() == data[::-1]
+    assert transfers(env) == []
+
+
+def test_an_interrupt_after_the_rename_leaves_no_checkpoint(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final name is in place: there is nothing to resume, so no checkpoint may say so."""
+    from openspec_cli import api, transfer
+    from openspec_cli.errors import Interrupted
+
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make_source(src, 4 << 20)
+
+    def interrupted(path: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transfer, "_fsync_dir", interrupted)  # the step right after the rename
+    with pytest.raises(Interrupted):
+        api.copy(str(src), str(dst))
+
+    assert dst.read_bytes() == data
+    assert transfers(env) == []
+    assert partials(tmp_path) == []
+
+
 def test_copy_again_after_source_changed_starts_fresh(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst, data, _ = interrupt(tmp_path, env)
     src.write_bytes(data[::-1])
@@ -283,6 +320,49 @@ def test_second_process_cannot_take_a_running_transfer(tmp_path: Path, env: dict
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_directory_made_again_by_hand_gets_cp_rule(tmp_path: Path, env: dict[str, str]) -> None:
+    """The journal is for the directory the interrupted run made, not for one of that name."""
+    make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    interrupt_tree(env, src, backup, "1")
+    shutil.rmtree(backup)
+    backup.mkdir()
+
+    openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+
+    assert sorted(p.name for p in backup.iterdir()) == ["src"]
+
+
+def test_finishing_run_removes_stale_partials_and_old_sum_lines(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A kill -9 leaves partial files of small files (no checkpoint names them); a file copied
+    again leaves an older sum line that xxh128sum -c would fail."""
+    data = make_source_tree(tmp_path / "src")
+    src, backup, sums = tmp_path / "src", tmp_path / "backup", tmp_path / "SUMS"
+    interrupt_tree(env, src, backup, "1", "--sums", str(sums))
+    stale = backup / "sub" / ".small.0badcafe.openspec-part"
+    stale.write_bytes(b"left by a kill -9")
+    os.utime(stale, (time.time() - 5, time.time() - 5))
+    st = (src / "a.bin").stat()  # a.bin was complete: change its source, keep size and mtime
+    with open(src / "a.bin", "r+b") as fh:
+        fh.write(b"EVIL")
+    os.utime(src / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    data["a.bin"] = (src / "a.bin").read_bytes()
+
+    openspec("copy", "-r", "--sums", str(sums), str(src), str(backup), env=env, check=True)
+
+    assert tree_contents(backup) == data
+    assert not stale.exists()
+    lines = sums.read_text().splitlines()
+    assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(
+        str(backup / name) for name in data
+    )
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        assert digest == xxhash.xxh3_128(Path(name).read_bytes()).hexdigest()
 
 
 def test_no_clobber_is_honoured_on_resume(tmp_path: Path, env: dict[str, str]) -> None:
@@ -357,9 +437,9 @@ def tree_contents(root: Path) -> dict[str, bytes]:
     }
 
 
-def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str) -> None:
+def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> None:
     """Copy the tree paced, and stop it with SIGINT once a.bin is complete (others are not)."""
-    proc = start("copy", "-r", "-j", jobs, "-L", "4M", str(src), str(backup), env=env)
+    proc = start("copy", "-r", "-j", jobs, "-L", "4M", *extra, str(src), str(backup), env=env)
     deadline = time.monotonic() + 30
     while not (backup / "a.bin").exists():
         assert proc.poll() is None, proc.communicate()
