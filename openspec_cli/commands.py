@@ -382,7 +382,10 @@ def resume(
             resuming.print_list(api.transfers(), as_json)
         else:
             rate = size_option(limit_rate, "--limit-rate")
-            ids = [transfer_id] if transfer_id else resuming.resumable_ids(api.transfers())
+            entries = [] if transfer_id else api.transfers()
+            ids = [transfer_id] if transfer_id else resuming.resumable_ids(entries)
+            for line in resuming.left_out(entries):
+                say(line)
             results: list[Any] = []
             errors: list[OpenspecError] = []
             with progress("resume", progress_mode, quiet, as_json) as observer:

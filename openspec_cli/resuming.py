@@ -83,3 +83,23 @@ def resumable_ids(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> lis
         for e in entries
         if isinstance(e, ckpt.Checkpoint) and ckpt.state_of(e) in ("resumable", "partial missing")
     ]
+
+
+def left_out(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> list[str]:
+    """What ``resume --all`` does not take up, and why, one line each (it must not be silent)."""
+    lines = []
+    for e in entries:
+        if isinstance(e, ckpt.BrokenCheckpoint):
+            lines.append(
+                f"not resuming {e.id}: unreadable (remove: openspec resume --discard {e.id})"
+            )
+            continue
+        state = ckpt.state_of(e)
+        if state == "source changed":
+            lines.append(
+                f"not resuming {e.id}: its source changed (copy it again: "
+                f"openspec resume --restart {e.id})"
+            )
+        elif state.startswith("running"):
+            lines.append(f"not resuming {e.id}: {state}")
+    return lines

@@ -272,6 +272,17 @@ def test_an_interrupt_after_the_rename_leaves_no_checkpoint(
     assert partials(tmp_path) == []
 
 
+def test_resume_all_says_which_transfers_it_leaves_out(tmp_path: Path, env: dict[str, str]) -> None:
+    src, _, _, tid = interrupt(tmp_path, env)
+    with open(src, "ab") as fh:
+        fh.write(b"more")
+
+    result = openspec("resume", "--all", env=env, check=True)
+
+    assert f"openspec: not resuming {tid}: its source changed" in result.stderr
+    assert f"openspec resume --restart {tid}" in result.stderr
+
+
 def test_copy_again_after_source_changed_starts_fresh(tmp_path: Path, env: dict[str, str]) -> None:
     src, dst, data, _ = interrupt(tmp_path, env)
     src.write_bytes(data[::-1])
