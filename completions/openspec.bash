@@ -46,11 +46,11 @@ _openspec() {
     done
     if [[ -n $pending ]]; then
         case "$node $pending" in
-            'openspec copy -a'|'openspec copy --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
+            'openspec copy -a'|'openspec copy --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
             'openspec copy --sums') _openspec_reply_files "$cur" ;;
             'openspec resume --in') _openspec_reply_files "$cur" ;;
-            'openspec cat -a'|'openspec cat --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
-            'openspec verify -a'|'openspec verify --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512' "$cur" ;;
+            'openspec cat -a'|'openspec cat --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
+            'openspec verify -a'|'openspec verify --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
             'openspec verify --against') _openspec_reply_files "$cur" ;;
             'openspec bench --dir') _openspec_reply_files "$cur" ;;
             'openspec bench --json') _openspec_reply_files "$cur" ;;

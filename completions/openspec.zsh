@@ -18,8 +18,8 @@ _openspec_verify() {
     _arguments -s -S \
         '(-c --check)-c[Read sums from FILEs and check them]' \
         '(-c --check)--check[Read sums from FILEs and check them]' \
-        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512 (default xxh128; with -c inferred per line)]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
-        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512 (default xxh128; with -c inferred per line)]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
+        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256 (default xxh128; with -c inferred per line)]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
+        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256 (default xxh128; with -c inferred per line)]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
         '(--tag)--tag[Write BSD-style lines]' \
         '(--against)--against=[Compare FILE with OTHER byte for byte]:other:_files' \
         '(-r -R --recursive)-r[With --against\: compare two trees]' \
@@ -42,8 +42,8 @@ _openspec_verify() {
 _openspec_cat() {
     _arguments -s -S \
         '(--hash)--hash[Print the digest of everything written, on stderr]' \
-        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
-        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
+        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
+        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
         '(-L --limit-rate)-L+[Pace to RATE bytes/s (e.g. 20M); binary units like pv -L]:rate: ' \
         '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s (e.g. 20M); binary units like pv -L]:rate: ' \
         '(--progress)--progress=[auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none]:mode: ' \
@@ -83,8 +83,8 @@ _openspec_copy() {
         '(-n --no-clobber)-n[Skip files that already exist]' \
         '(-n --no-clobber)--no-clobber[Skip files that already exist]' \
         '(--verify)--verify[Re-read the written data and compare]' \
-        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
-        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512)' \
+        '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
+        '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
         '(--sums)--sums=[Append sum lines for copied files]:file:_files' \
         '(--no-fsync)--no-fsync[Skip fsync (faster, not crash-safe)]' \
         '(--restart)--restart[Start over instead of resuming an interrupted copy]' \

@@ -17,5 +17,6 @@ ALGORITHMS: tuple[str, ...] = (
     "sha224",
     "sha384",
     "sha512",
+    "blake2b-256",
 )
 DEFAULT_ALGO = "xxh128"

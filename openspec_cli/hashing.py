@@ -69,6 +69,14 @@ def _openssl(name: str, for_security: bool = True) -> Callable[[], Hasher]:
     return make
 
 
+def _blake2b_256() -> Hasher:
+    """BLAKE2b with a 32-byte digest, as ``b2sum -l 256`` writes it."""
+    import hashlib
+
+    hasher: Hasher = hashlib.blake2b(digest_size=32)
+    return hasher
+
+
 SPECS: dict[str, AlgoSpec] = {
     "xxh128": AlgoSpec(xxhash.xxh3_128, 32, "XXH128", xxhsum=True),
     "xxh3": AlgoSpec(xxhash.xxh3_64, 16, "XXH3", xxhsum=True),
@@ -81,6 +89,7 @@ SPECS: dict[str, AlgoSpec] = {
     "sha224": AlgoSpec(_openssl("sha224"), 56, "SHA224"),
     "sha384": AlgoSpec(_openssl("sha384"), 96, "SHA384"),
     "sha512": AlgoSpec(_openssl("sha512"), 128, "SHA512"),
+    "blake2b-256": AlgoSpec(_blake2b_256, 64, "BLAKE2b-256"),
 }
 
 ALGORITHMS: tuple[str, ...] = tuple(SPECS)

@@ -30,7 +30,7 @@ _HINTS = (*sorted(SPECS, key=len, reverse=True), "blake2", "b2")
 _TAG_TO_ALGO = {spec.tag: name for name, spec in SPECS.items()} | {"BLAKE2b-512": "blake2b"}
 _TAG_RE = re.compile(
     r"(XXH128|XXH32|XXH64|XXH3|SHA1|SHA224|SHA256|SHA384|SHA512|MD5"
-    r"|BLAKE2b-512|BLAKE2b) ?\("
+    r"|BLAKE2b-512|BLAKE2b-256|BLAKE2b) ?\("
 )
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _WHITE = " \t"
@@ -256,7 +256,8 @@ def parse_sum_line(
 
     Like GNU, a line of only blanks is malformed (it is counted, not skipped). The algorithm
     comes from the tag, the ``XXH3_`` prefix or the digest length; ``algo`` forces it. Shared
-    lengths (32: xxh128/md5, 16: xxh64/xxh3, 128: blake2b/sha512) follow ``hint``, the sum
+    lengths (32: xxh128/md5, 16: xxh64/xxh3, 64: sha256/blake2b-256, 128: blake2b/sha512)
+    follow ``hint``, the sum
     file's name ("MD5SUMS" -> md5), else the default. Raises MalformedLine.
     """
     return _LineParser(algo, hint).parse(line, lineno)

@@ -78,6 +78,8 @@ def reference_digest(data: bytes, algo: str) -> str:
     }
     if algo in xxh:
         return str(xxh[algo](data).hexdigest())
+    if algo == "blake2b-256":
+        return hashlib.blake2b(data, digest_size=32).hexdigest()
     return hashlib.new(algo, data).hexdigest()
 
 

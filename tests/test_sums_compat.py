@@ -41,6 +41,7 @@ TOOLS = [
     Tool(("md5sum",), "md5"),
     Tool(("sha512sum",), "sha512"),
     Tool(("b2sum",), "blake2b"),
+    Tool(("b2sum", "-l", "256"), "blake2b-256"),
     Tool(("xxh128sum",), "xxh128"),
     Tool(("xxhsum", "-H0"), "xxh32"),
     Tool(("xxhsum", "-H1"), "xxh64"),
