@@ -75,7 +75,7 @@ def copy(
     journal = None
     if tree is not None and not new_tree:
         journal = unfinished.TreeJournal.reopen(tree, dest)
-    steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None)
+    steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:

@@ -50,12 +50,17 @@ def _stat_source(path: str) -> os.stat_result:
 
 
 def plan_copy(
-    sources: list[str], dest: str, recursive: bool = False, into: bool = False
+    sources: list[str],
+    dest: str,
+    recursive: bool = False,
+    into: bool = False,
+    no_clobber: bool = False,
 ) -> list[Step]:
     """Decide every step of ``copy SOURCES DEST`` as cp would, or refuse before any change.
 
     ``into``: copy the (one) source directory's contents into DEST even though DEST exists,
-    as ``cp -r SRC/. DEST`` does (``SRC/.`` asks for that by itself).
+    as ``cp -r SRC/. DEST`` does (``SRC/.`` asks for that by itself). ``no_clobber``: an
+    existing destination will be skipped, so what kind of file it is does not matter.
     """
     if not sources:
         raise UsageError("missing source operand")
@@ -75,11 +80,11 @@ def plan_copy(
         name = os.path.basename(os.path.normpath(src))
         contents = into or os.path.basename(src.rstrip(os.sep) or os.sep) == "."
         target = os.path.join(dest, name) if dest_is_dir and not contents else dest
-        steps.extend(_plan_one(src, target, recursive))
+        steps.extend(_plan_one(src, target, recursive, no_clobber))
     return steps
 
 
-def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
+def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) -> list[Step]:
     st = _stat_source(src)
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
@@ -93,11 +98,11 @@ def _plan_one(src: str, target: str, recursive: bool) -> list[Step]:
         reason = _missing_parent(target) if target_st is None else None
         if reason:
             raise UsageError(f"cannot create directory '{target}': {reason}")
-        return list(_walk_tree(src, target))
-    _check_file_target(src, st, target)  # first as named, so messages use the user's name
+        return list(_walk_tree(src, target, no_clobber))
+    _check_file_target(src, st, target, no_clobber)  # as named first: messages use that name
     resolved = _through_symlink(target)
     if resolved != target:
-        _check_file_target(src, st, resolved)
+        _check_file_target(src, st, resolved, no_clobber)
     return [Step("file", src, resolved)]
 
 
@@ -111,12 +116,12 @@ def _through_symlink(target: str) -> str:
     return os.path.realpath(target)
 
 
-def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
+def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bool = False) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"cannot copy '{src}': {kind_name(st.st_mode)}, not a regular file")
     target_st = _lstat(target)
     if target_st is not None:
-        _check_replaceable(src, target, target_st)
+        _check_replaceable(src, target, target_st, no_clobber)
         with contextlib.suppress(OSError):
             if os.path.samestat(st, os.stat(target)):
                 raise UsageError(f"'{src}' and '{target}' are the same file")
@@ -130,14 +135,16 @@ def _check_file_target(src: str, st: os.stat_result, target: str) -> None:
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 
 
-def _check_replaceable(src: str, target: str, target_st: os.stat_result) -> None:
+def _check_replaceable(
+    src: str, target: str, target_st: os.stat_result, no_clobber: bool = False
+) -> None:
     """A copy is renamed over its destination: fine for a file or a symlink, never for a
     directory, and never for a device or FIFO, which cp would write into (as root, renaming
     over /dev/null would replace the device with a plain file)."""
     mode = target_st.st_mode
     if stat.S_ISDIR(mode):
         raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or no_clobber):  # -n: it is skipped
         raise UsageError(
             f"not replacing '{target}': {kind_name(mode)}, not a regular file "
             f"(to write into it: openspec cat '{src}' > '{target}')"
@@ -166,7 +173,7 @@ def check_sums_file(path: str) -> None:
         raise UsageError(f"cannot create sums file '{path}': {reason}")
 
 
-def _walk_tree(src: str, target: str) -> Iterator[Step]:
+def _walk_tree(src: str, target: str, no_clobber: bool = False) -> Iterator[Step]:
     target_st = _lstat(target)
     if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
         raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
@@ -180,20 +187,22 @@ def _walk_tree(src: str, target: str) -> Iterator[Step]:
         if entry.is_symlink():
             yield Step("link", child_src, child_dst)
         elif entry.is_dir():
-            yield from _walk_tree(child_src, child_dst)
+            yield from _walk_tree(child_src, child_dst, no_clobber)
         else:
             st = entry.stat()
             if stat.S_ISREG(st.st_mode):
-                _check_file_target_in_tree(child_src, st, child_dst)
+                _check_file_target_in_tree(child_src, st, child_dst, no_clobber)
                 yield Step("file", child_src, child_dst)
             else:
                 raise UsageError(f"cannot copy '{child_src}': {kind_name(st.st_mode)}")
 
 
-def _check_file_target_in_tree(src: str, st: os.stat_result, target: str) -> None:
+def _check_file_target_in_tree(
+    src: str, st: os.stat_result, target: str, no_clobber: bool = False
+) -> None:
     """Like :func:`_check_file_target`, but the parent may not exist yet (we create it)."""
     target_st = _lstat(target)
     if target_st is not None:
-        _check_replaceable(src, target, target_st)
+        _check_replaceable(src, target, target_st, no_clobber)
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")

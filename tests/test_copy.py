@@ -579,6 +579,30 @@ def test_a_device_or_fifo_destination_is_never_replaced(
     assert not special.is_file()
 
 
+@pytest.mark.parametrize("inside_tree", [False, True])
+def test_no_clobber_skips_a_fifo_destination_like_cp(
+    runner: CliRunner, tmp_path: Path, inside_tree: bool
+) -> None:
+    (tmp_path / "src").mkdir()
+    write_random(tmp_path / "src" / "a", 10)
+    data_b = write_random(tmp_path / "src" / "b", 10, seed=1)
+    (tmp_path / "out" / "src").mkdir(parents=True)
+    special = tmp_path / "out" / "src" / "a"
+    make_special(special, "fifo")
+    args = (
+        ["-r", str(tmp_path / "src"), str(tmp_path / "out")]
+        if inside_tree
+        else [str(tmp_path / "src" / "a"), str(special)]
+    )
+
+    result = invoke(runner, ["copy", "-n", *args])
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_ISFIFO(special.lstat().st_mode)
+    if inside_tree:
+        assert (tmp_path / "out" / "src" / "b").read_bytes() == data_b
+
+
 def test_a_file_in_the_way_of_a_directory_of_the_tree_is_refused(
     runner: CliRunner, tmp_path: Path
 ) -> None:
