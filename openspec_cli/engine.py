@@ -461,7 +461,23 @@ def libc_errno() -> int:
     return ctypes.get_errno()
 
 
-def file_sink(fd: int, writeback: bool = False, drop_cache: bool = False) -> Sink:
+@functools.lru_cache(maxsize=8)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+def all_zero(view: memoryview) -> bool:
+    """Whether a chunk is all zero bytes: three probes settle data at once, a copy and one
+    comparison (~7 GB/s) settle the rest."""
+    n = len(view)
+    if not n or view[0] or view[n - 1] or view[n >> 1]:
+        return False
+    return view.tobytes() == _zeros(n)
+
+
+def file_sink(
+    fd: int, writeback: bool = False, drop_cache: bool = False, sparse: bool = False
+) -> Sink:
     """A sink that writes every chunk to ``fd``.
 
     With ``writeback`` (when the copy will be fsynced) it asks the kernel to start writing each
@@ -472,19 +488,25 @@ def file_sink(fd: int, writeback: bool = False, drop_cache: bool = False) -> Sin
     With ``drop_cache`` (``--no-cache``) each 8 MiB window is, one window later, waited for and
     dropped from the page cache, so copying a file larger than RAM does not evict everyone
     else's cached data. Waiting one window behind keeps the device busy meanwhile.
-    """
-    sync_range = libc_call("sync_file_range") if (writeback or drop_cache) else None
-    if sync_range is None:
 
-        def sink(view: memoryview) -> None:
+    With ``sparse`` (the source has holes), an all-zero chunk is skipped with a seek instead of
+    written, leaving a hole as cp does; the caller sets the final length (``ftruncate``).
+    """
+
+    def put(view: memoryview) -> None:
+        if sparse and all_zero(view):
+            os.lseek(fd, len(view), os.SEEK_CUR)
+        else:
             write_all(fd, view)
 
-        return sink
+    sync_range = libc_call("sync_file_range") if (writeback or drop_cache) else None
+    if sync_range is None:
+        return put
     start = os.lseek(fd, 0, os.SEEK_CUR)
     marks = [start, start, start]  # written so far, handed to write-back, dropped from cache
 
     def sink_with_writeback(view: memoryview) -> None:
-        write_all(fd, view)
+        put(view)
         marks[0] += len(view)
         if marks[0] - marks[1] < WRITEBACK_EVERY:
             return

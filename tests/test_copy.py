@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 from conftest import (
     BOUNDARY_SIZES,
     KIB,
@@ -757,6 +758,33 @@ def test_a_pseudo_file_that_reports_size_0_is_copied_like_cp(
     copied = (tmp_path / "cpuinfo").read_bytes()
     assert copied
     assert copied == Path("/proc/cpuinfo").read_bytes()
+
+
+def make_sparse(path: Path, size: int, data_at: dict[int, int]) -> bytes:
+    """A file of ``size`` bytes that is a hole except random data at the given offsets."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        for offset, length in data_at.items():
+            fh.seek(offset)
+            fh.write(random_bytes(length, seed=offset))
+    if path.stat().st_blocks * 512 >= size:
+        pytest.skip("this filesystem does not keep holes")
+    return path.read_bytes()
+
+
+def test_a_sparse_source_gives_a_sparse_copy_like_cp(runner: CliRunner, tmp_path: Path) -> None:
+    """A 64 MiB disk image with 3 MiB of data must not take 64 MiB at the destination."""
+    data = make_sparse(
+        tmp_path / "image", 64 * MIB, {10 * MIB: 2 * MIB, 40 * MIB + 5: MIB}
+    )  # ends in a hole
+
+    result = copy_json(runner, str(tmp_path / "image"), str(tmp_path / "copy"))
+
+    copy = tmp_path / "copy"
+    assert copy.read_bytes() == data
+    assert result["files"][0]["digest"] == xxhash.xxh3_128(data).hexdigest()
+    assert copy.stat().st_size == 64 * MIB
+    assert copy.stat().st_blocks * 512 <= 6 * MIB
 
 
 def test_destination_symlink_is_written_through_like_cp(runner: CliRunner, tmp_path: Path) -> None:

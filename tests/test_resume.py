@@ -376,6 +376,33 @@ def test_finishing_run_removes_stale_partials_and_old_sum_lines(
         assert digest == xxhash.xxh3_128(Path(name).read_bytes()).hexdigest()
 
 
+def test_a_sparse_copy_interrupted_in_a_hole_resumes_to_the_same_file(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Holes are seeks, not writes: the partial's length must still say what is committed."""
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    with open(src, "wb") as fh:
+        fh.truncate(PACED_SIZE)
+        fh.write(random.Random(1).randbytes(1 << 20))
+        fh.seek(PACED_SIZE - (1 << 20))
+        fh.write(random.Random(2).randbytes(1 << 20))
+    if src.stat().st_blocks * 512 >= PACED_SIZE:
+        pytest.skip("this filesystem does not keep holes")
+    data = src.read_bytes()
+    proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
+    wait_for_progress(env, 3 << 20, proc)  # inside the hole
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    (part,) = partials(tmp_path)
+    assert part.stat().st_size >= 3 << 20  # committed holes count in the length
+
+    result = openspec("copy", "--json", str(src), str(dst), env=env, check=True)
+
+    assert json.loads(result.stdout)["files"][0]["resumed_from"] >= 3 << 20
+    assert dst.read_bytes() == data
+    assert dst.stat().st_blocks * 512 <= 4 << 20
+
+
 def test_no_clobber_is_honoured_on_resume(tmp_path: Path, env: dict[str, str]) -> None:
     """copy -n, interrupted; someone writes the destination; resume must not replace it."""
     _, dst, _, tid = interrupt(tmp_path, env, options=("-n",))
