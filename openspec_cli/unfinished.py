@@ -142,9 +142,12 @@ class TreeJournal:
             fh.write(json.dumps(record) + "\n")
 
     def finish(self) -> None:
-        """The tree is complete: forget it."""
-        with contextlib.suppress(FileNotFoundError):
+        """The tree is complete: forget it. Removing the marker touches the directory, whose
+        times the copy has already set to its source's: they are put back."""
+        with contextlib.suppress(OSError):
+            st = os.stat(self.dest)
             os.unlink(self.marker)
+            os.utime(self.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
         finished(self.path)
 
 

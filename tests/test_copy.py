@@ -212,6 +212,7 @@ def assert_same_tree(src: Path, dest: Path) -> None:
 def test_recursive_copy_to_new_name(runner: CliRunner, tmp_path: Path, slash: str) -> None:
     """``cp -r src out/`` makes ``out`` too, when it does not exist yet."""
     make_tree(tmp_path / "src")
+    os.utime(tmp_path / "src", ns=(1_400_000_000_000_000_000, 1_400_000_000_000_000_007))
 
     result = invoke(runner, ["copy", "-r", str(tmp_path / "src"), str(tmp_path / "out") + slash])
 
@@ -222,6 +223,9 @@ def test_recursive_copy_to_new_name(runner: CliRunner, tmp_path: Path, slash: st
     assert os.readlink(tmp_path / "out" / "dangling") == "does-not-exist"
     assert (tmp_path / "out" / "empty").is_dir()
     assert partials(tmp_path) == []
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+    # cp -rp keeps directory times; the top one too, after the copy's own bookkeeping.
+    assert (tmp_path / "out").stat().st_mtime_ns == (tmp_path / "src").stat().st_mtime_ns
 
 
 def test_recursive_copy_into_existing_directory(runner: CliRunner, tmp_path: Path) -> None:
