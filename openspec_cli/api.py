@@ -6,6 +6,7 @@ message and an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -102,7 +103,14 @@ def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, si
     """Partial files a kill -9 left (small files have no checkpoint to find them by), and
     older sum lines of files copied again."""
     dirs = {os.path.dirname(os.path.abspath(s.dest)) for s in steps if s.kind == "file"}
-    checkpoint.remove_stale_partials(dirs, since)
+    times = {}
+    for directory in dirs:  # the copy has set them to the source's; an unlink would move them
+        with contextlib.suppress(OSError):
+            st = os.stat(directory)
+            times[directory] = (st.st_atime_ns, st.st_mtime_ns)
+    for path in checkpoint.remove_stale_partials(dirs, since):
+        with contextlib.suppress(OSError, KeyError):
+            os.utime(os.path.dirname(path), ns=times[os.path.dirname(path)])
     if sums is not None:
         from openspec_cli.tree import keep_last_sum_lines
 

@@ -367,6 +367,7 @@ def test_finishing_run_removes_stale_partials_and_old_sum_lines(
 
     assert tree_contents(backup) == data
     assert not stale.exists()
+    assert (backup / "sub").stat().st_mtime_ns == (src / "sub").stat().st_mtime_ns
     lines = sums.read_text().splitlines()
     assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(
         str(backup / name) for name in data
