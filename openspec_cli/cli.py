@@ -325,8 +325,9 @@ def main() -> None:
     try:
         code = app(prog_name=commands.PROG, standalone_mode=False)
     except _USAGE_ERROR as err:
-        ctx = getattr(err, "ctx", None)
-        where = f"openspec {ctx.info_name}" if ctx is not None and ctx.parent else "openspec"
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        names = {c.name or getattr(c.callback, "__name__", None) for c in app.registered_commands}
+        where = f"openspec {command}" if command in names else "openspec"
         message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
         commands.say(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")
         raise SystemExit(ExitCode.USAGE) from None

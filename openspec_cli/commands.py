@@ -343,6 +343,11 @@ def _check_resume_flags(
     if (older_than is not None or prune_dirs) and not prune:
         flag = "--older-than" if older_than is not None else "--in"
         raise UsageError(f"{flag} applies only with --prune")
+    actions = [a for a, on in (("--list", list_), ("--all", all_), ("--prune", prune)) if on]
+    if discard is not None:
+        actions.append("--discard")
+    if len(actions) > 1:
+        raise UsageError(f"{actions[0]} and {actions[1]} cannot be used together")
     resuming = (transfer_id is not None or all_) and not (list_ or prune or discard)
     if restart and not resuming:
         raise UsageError("--restart applies only when resuming (an ID or --all)")
@@ -439,11 +444,22 @@ STDIN_NAME = "-"
 
 
 def _check_verify_flags(
-    check: bool, tag: bool, quiet: bool, status: bool, strict: bool, ignore: bool, warn: bool
+    check: bool,
+    tag: bool,
+    quiet: bool,
+    status: bool,
+    strict: bool,
+    ignore: bool,
+    warn: bool,
+    against: str | None = None,
+    recursive: bool = False,
 ) -> None:
     """Refuse flags that would be silently ignored, as sha256sum does."""
     if check and tag:
         raise UsageError("the --tag option is meaningless when verifying checksums")
+    if check and (against is not None or recursive):
+        flag = "--against" if against is not None else "--recursive"
+        raise UsageError(f"{flag} compares files; it cannot be used with --check")
     if check:
         return
     for flag, given in (
@@ -477,7 +493,9 @@ def verify(
     from openspec_cli.algorithms import DEFAULT_ALGO
 
     with handled():
-        _check_verify_flags(check, tag, quiet, status, strict, ignore_missing, warn)
+        _check_verify_flags(
+            check, tag, quiet, status, strict, ignore_missing, warn, against, recursive
+        )
         targets = files or ["-"]
         limiter = _limiter(limit_rate)
         if against is not None:

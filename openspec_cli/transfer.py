@@ -534,7 +534,9 @@ def _start_open(
     src: str, src_fd: int, dest: str, options: CopyOptions, observer: Observer
 ) -> Transfer:
     st = os.fstat(src_fd)
-    _check_space(os.path.dirname(dest), st.st_size, src, dest)
+    # A sparse copy needs about what the source holds, not its length.
+    needed = st.st_blocks * 512 if is_sparse(st) else st.st_size
+    _check_space(os.path.dirname(dest), needed, src, dest)
     tid = new_transfer_id()
     part = ckpt.partial_path(dest, tid)
     cp = Checkpoint(

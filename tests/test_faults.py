@@ -231,3 +231,28 @@ def test_disk_full_on_a_real_tmpfs_then_copy_after_space_is_made(
         assert (mnt / "dst.bin").read_bytes() == data
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_sparse_file_longer_than_the_free_space_still_fits(tmp_path: Path, state: Path) -> None:
+    """64 MiB long, 1 MiB of data: an 8 MiB disk holds its (sparse) copy, as with cp."""
+    mnt = tmp_path / "small"
+    try:
+        _mount_tmpfs(mnt, "8m")
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount tmpfs here: {exc}")
+    try:
+        src = tmp_path / "image"
+        with open(src, "wb") as fh:
+            fh.truncate(64 << 20)
+            fh.seek(30 << 20)
+            fh.write(os.urandom(1 << 20))
+        if src.stat().st_blocks * 512 >= 64 << 20:
+            pytest.skip("this filesystem does not keep holes")
+        env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+        cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(mnt / "image")]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert (mnt / "image").read_bytes() == src.read_bytes()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -577,6 +577,7 @@ def test_resume_all_goes_on_past_a_transfer_that_fails(tmp_path: Path, env: dict
         (["--in", "."], "--in applies only with --prune"),
         (["--list", "--restart"], "--restart applies only when resuming"),
         (["--restart"], "--restart applies only when resuming"),
+        (["--prune", "--all"], "--all and --prune cannot be used together"),
     ],
 )
 def test_flags_the_action_would_ignore_are_refused(

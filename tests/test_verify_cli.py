@@ -185,6 +185,8 @@ def test_progress_knows_each_files_size_from_the_start(tmp_path: Path) -> None:
         (["--ignore-missing", "F"], "--ignore-missing option is meaningful only when verifying"),
         (["-c", "--tag", "F"], "--tag option is meaningless when verifying"),
         (["-", "--against", "F"], "does not read standard input"),
+        (["-c", "F", "--against", "F"], "--against compares files; it cannot be used with --check"),
+        (["-c", "-r", "F"], "--recursive compares files; it cannot be used with --check"),
     ],
 )
 def test_flags_that_would_be_ignored_are_refused(
@@ -504,7 +506,7 @@ def test_usage_errors_in_a_real_process_have_no_traceback_or_escape_codes(tmp_pa
         (["copy", "--algo", "md6", "a", "b"], ["md6"]),
         (["copy"], ["missing argument"]),
         (["frobnicate"], ["frobnicate", "openspec --help"]),
-        (["resume", "--discard"], ["--discard"]),
+        (["resume", "--discard"], ["--discard", "openspec resume --help"]),
     ):
         result = subprocess.run(
             [*OPENSPEC, *args],
