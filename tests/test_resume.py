@@ -462,9 +462,11 @@ def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
 
 
 def make_source_tree(root: Path) -> dict[str, bytes]:
-    """Three 8 MiB files and a small one, in two directories."""
+    """Three files and a small one, in two directories. c.bin is large, so that whichever of
+    a.bin and b.bin completes last (with -j 2 they share the rate unevenly), seconds of copying
+    are still left when interrupt_tree stops the copy."""
     (root / "sub").mkdir(parents=True)
-    files = {"a.bin": 8 << 20, "b.bin": 8 << 20, "sub/c.bin": 8 << 20, "sub/small": 100}
+    files = {"a.bin": 8 << 20, "b.bin": 8 << 20, "sub/c.bin": 24 << 20, "sub/small": 100}
     return {name: make_source(root / name, size) for name, size in files.items()}
 
 
