@@ -353,15 +353,15 @@ def test_finishing_run_removes_stale_partials_and_old_sum_lines(
     again leaves an older sum line that xxh128sum -c would fail."""
     data = make_source_tree(tmp_path / "src")
     src, backup, sums = tmp_path / "src", tmp_path / "backup", tmp_path / "SUMS"
-    interrupt_tree(env, src, backup, "1", "--sums", str(sums))
+    complete = interrupt_tree(env, src, backup, "1", "--sums", str(sums))
     stale = backup / "sub" / ".small.0badcafe.openspec-part"
     stale.write_bytes(b"left by a kill -9")
     os.utime(stale, (time.time() - 5, time.time() - 5))
-    st = (src / "a.bin").stat()  # a.bin was complete: change its source, keep size and mtime
-    with open(src / "a.bin", "r+b") as fh:
+    st = (src / complete).stat()  # it was complete: change its source, keep size and mtime
+    with open(src / complete, "r+b") as fh:
         fh.write(b"EVIL")
-    os.utime(src / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
-    data["a.bin"] = (src / "a.bin").read_bytes()
+    os.utime(src / complete, ns=(st.st_atime_ns, st.st_mtime_ns))
+    data[complete] = (src / complete).read_bytes()
 
     openspec("copy", "-r", "--sums", str(sums), str(src), str(backup), env=env, check=True)
 
@@ -462,9 +462,8 @@ def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
 
 
 def make_source_tree(root: Path) -> dict[str, bytes]:
-    """Three files and a small one, in two directories. c.bin is large, so that whichever of
-    a.bin and b.bin completes last (with -j 2 they share the rate unevenly), seconds of copying
-    are still left when interrupt_tree stops the copy."""
+    """Three files and a small one, in two directories. c.bin is large, so that seconds of
+    copying are left when interrupt_tree stops the copy after a.bin or b.bin."""
     (root / "sub").mkdir(parents=True)
     files = {"a.bin": 8 << 20, "b.bin": 8 << 20, "sub/c.bin": 24 << 20, "sub/small": 100}
     return {name: make_source(root / name, size) for name, size in files.items()}
@@ -478,11 +477,13 @@ def tree_contents(root: Path) -> dict[str, bytes]:
     }
 
 
-def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> None:
-    """Copy the tree paced, and stop it with SIGINT once a.bin is complete (others are not)."""
+def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
+    """Copy the tree paced, stop it with SIGINT once a.bin or b.bin is complete (c.bin is not);
+    returns the name of the one that completed. (With -j 2 the shared rate splits unevenly, so
+    either may be first.)"""
     proc = start("copy", "-r", "-j", jobs, "-L", "4M", *extra, str(src), str(backup), env=env)
     deadline = time.monotonic() + 30
-    while not (backup / "a.bin").exists():
+    while not (done := [n for n in ("a.bin", "b.bin") if (backup / n).exists()]):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -492,6 +493,7 @@ def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *ext
     assert err.strip().splitlines()[-1] == (
         "openspec: interrupted; to finish, run the same copy again"
     )
+    return done[0]
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -499,12 +501,12 @@ def test_interrupted_tree_copy_is_finished_by_running_it_again(
     tmp_path: Path, env: dict[str, str], jobs: str
 ) -> None:
     """``copy -r src backup`` made ``backup``; run again, it must continue into ``backup``
-    (not start ``backup/src``), finish every file, and not copy a.bin a second time."""
+    (not start ``backup/src``), finish every file, and not copy a completed one again."""
     data = make_source_tree(tmp_path / "src")
     src, backup = tmp_path / "src", tmp_path / "backup"
-    interrupt_tree(env, src, backup, jobs)
+    complete = interrupt_tree(env, src, backup, jobs)
     assert tree_contents(backup) != data  # it really was cut short
-    first_a = (backup / "a.bin").stat().st_ino
+    first_inode = (backup / complete).stat().st_ino
 
     again = openspec("copy", "-r", "--json", str(src), str(backup), env=env, check=True)
 
@@ -514,8 +516,8 @@ def test_interrupted_tree_copy_is_finished_by_running_it_again(
     assert partials(backup / "sub") == []
     assert transfers(env) == []
     files = {Path(f["dest"]).name: f for f in json.loads(again.stdout)["files"]}
-    assert files["a.bin"]["resumed_from"] == 8 << 20  # vouched for by the journal
-    assert (backup / "a.bin").stat().st_ino == first_a
+    assert files[complete]["resumed_from"] == 8 << 20  # vouched for by the journal
+    assert (backup / complete).stat().st_ino == first_inode
     # Finished: a third run is an ordinary cp -r into an existing directory again.
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
     assert tree_contents(backup / "src") == data
@@ -526,8 +528,8 @@ def test_a_completed_file_changed_since_is_copied_again(
 ) -> None:
     data = make_source_tree(tmp_path / "src")
     src, backup = tmp_path / "src", tmp_path / "backup"
-    interrupt_tree(env, src, backup, "1")
-    with open(backup / "a.bin", "r+b") as fh:  # same size, other bytes
+    complete = interrupt_tree(env, src, backup, "1")
+    with open(backup / complete, "r+b") as fh:  # same size, other bytes
         fh.write(b"EVIL")
 
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
