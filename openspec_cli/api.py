@@ -12,7 +12,7 @@ import time
 
 from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer, unfinished
 from openspec_cli.engine import RateLimiter
-from openspec_cli.errors import Interrupted
+from openspec_cli.errors import ExitCode, Interrupted
 from openspec_cli.pressure import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
@@ -86,12 +86,14 @@ def copy(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
             journal=journal,
         )  # fmt: skip
-    except Interrupted as exc:
+    except (Interrupted, KeyboardInterrupt) as exc:
         if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
             raise  # its own hint: openspec resume ID
-        # resume --all would finish only the files that had started.
+        # resume --all would finish only the files that had started. (A Ctrl-C between two
+        # files arrives here as KeyboardInterrupt, not as a transfer's Interrupted.)
+        code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
         hint = "interrupted; to finish, run the same copy again"
-        raise Interrupted(hint, exc.exit_code) from None
+        raise Interrupted(hint, code) from None
     if journal is not None and not report.errors:
         journal.finish()
         if not new_tree:  # a run that finishes an interrupted one tidies up after it

@@ -250,6 +250,26 @@ def test_copy_again_with_partial_gone_and_source_changed_starts_fresh(
     assert transfers(env) == []
 
 
+def test_an_interrupt_between_files_says_to_run_the_copy_again(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after one file is done and before the next starts is a KeyboardInterrupt outside
+    any transfer; it must still get the hint that finishes the whole copy."""
+    from openspec_cli import api, scheduler
+    from openspec_cli.errors import Interrupted
+
+    for name in ("a", "b"):
+        make_source(tmp_path / name, 100)
+    (tmp_path / "out").mkdir()
+
+    def interrupted(options: object, result: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scheduler, "record_sum", interrupted)
+    with pytest.raises(Interrupted, match="to finish, run the same copy again"):
+        api.copy([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"))
+
+
 def test_an_interrupt_after_the_rename_leaves_no_checkpoint(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -477,13 +497,20 @@ def tree_contents(root: Path) -> dict[str, bytes]:
     }
 
 
+def journal_lists(env: dict[str, str], path: Path) -> bool:
+    """Whether the tree copy's journal records ``path`` as complete (bookkeeping done, not just
+    the rename: a SIGINT in between would leave it to be copied again, correctly)."""
+    journals = (Path(env[STATE]) / "trees").glob("*.jsonl")
+    return path.exists() and any(f'"{path}"' in j.read_text() for j in journals)
+
+
 def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
     """Copy the tree paced, stop it with SIGINT once a.bin or b.bin is complete (c.bin is not);
     returns the name of the one that completed. (With -j 2 the shared rate splits unevenly, so
     either may be first.)"""
     proc = start("copy", "-r", "-j", jobs, "-L", "4M", *extra, str(src), str(backup), env=env)
     deadline = time.monotonic() + 30
-    while not (done := [n for n in ("a.bin", "b.bin") if (backup / n).exists()]):
+    while not (done := [n for n in ("a.bin", "b.bin") if journal_lists(env, backup / n)]):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
