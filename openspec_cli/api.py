@@ -6,7 +6,6 @@ message and an exit code.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -17,6 +16,7 @@ from openspec_cli.pressure import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.transfer import CopyOptions, FileResult
+from openspec_cli.tree import keep_last_sum_lines, remove_keeping_dir_times
 
 #: False when running, True for mypy (see engine.py): typing costs start-up time.
 TYPE_CHECKING = False
@@ -105,17 +105,9 @@ def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, si
     """Partial files a kill -9 left (small files have no checkpoint to find them by), and
     older sum lines of files copied again."""
     dirs = {os.path.dirname(os.path.abspath(s.dest)) for s in steps if s.kind == "file"}
-    times = {}
-    for directory in dirs:  # the copy has set them to the source's; an unlink would move them
-        with contextlib.suppress(OSError):
-            st = os.stat(directory)
-            times[directory] = (st.st_atime_ns, st.st_mtime_ns)
-    for path in checkpoint.remove_stale_partials(dirs, since):
-        with contextlib.suppress(OSError, KeyError):
-            os.utime(os.path.dirname(path), ns=times[os.path.dirname(path)])
+    for path in checkpoint.orphan_partials(dirs, before=since):
+        remove_keeping_dir_times(path)
     if sums is not None:
-        from openspec_cli.tree import keep_last_sum_lines
-
         keep_last_sum_lines(sums, [r for r in report.files if not r.reused])
 
 

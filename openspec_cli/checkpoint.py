@@ -275,33 +275,20 @@ def _partials_in(directory: str) -> list[str]:
     return [entry.path for entry in found]
 
 
-def _orphan(path: str, now: float) -> bool:
+def _orphan(path: str, before: float) -> bool:
     if path_for(str(partial_id(path))).exists():
         return False
-    return now - _mtime(path) > ORPHAN_GRACE_SECONDS and not partial_locked(path)
+    return _mtime(path) < before and not partial_locked(path)
 
 
-def orphan_partials(dirs: Iterable[str]) -> list[str]:
+def orphan_partials(dirs: Iterable[str], before: float | None = None) -> list[str]:
     """Partial files in ``dirs`` (not recursive) that no checkpoint names. Skipped: locked ones
-    and ones touched in the last ORPHAN_GRACE_SECONDS (a copy may be starting)."""
-    now = time.time()
+    and ones written since ``before`` (by default ORPHAN_GRACE_SECONDS ago: a copy may be
+    starting). Files too small for a checkpoint never have one, so a kill -9 leaves these."""
+    if before is None:
+        before = time.time() - ORPHAN_GRACE_SECONDS
     found = {p for d in {os.path.abspath(d) for d in dirs} for p in _partials_in(d)}
-    return sorted(path for path in found if _orphan(path, now))
-
-
-def remove_stale_partials(dirs: Iterable[str], before: float) -> list[str]:
-    """Remove partial files in ``dirs`` that no checkpoint names, no process holds, and that
-    were last written before ``before``: left by a ``kill -9`` of an earlier run (files too
-    small for a checkpoint have none). Returns what was removed."""
-    found = {p for d in {os.path.abspath(d) for d in dirs} for p in _partials_in(d)}
-    stale = [
-        path
-        for path in sorted(found)
-        if not path_for(str(partial_id(path))).exists()
-        and _mtime(path) < before
-        and not partial_locked(path)
-    ]
-    return [path for path in stale if _unlink(path)]
+    return sorted(path for path in found if _orphan(path, before))
 
 
 def _busy(cp: Checkpoint) -> bool:

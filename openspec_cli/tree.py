@@ -52,6 +52,16 @@ def finish_tree(steps: list[Step]) -> None:
             os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def remove_keeping_dir_times(path: str) -> None:
+    """Unlink ``path`` (if it is there) without moving its directory's times, which a copy that
+    has finished set to its source's (finish_tree)."""
+    parent = os.path.dirname(path) or "."
+    with contextlib.suppress(OSError):
+        st = os.stat(parent)
+        os.unlink(path)
+        os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 _SUMS_LOCK = threading.Lock()
 
 

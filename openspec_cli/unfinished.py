@@ -8,9 +8,9 @@ source, the destination and a random token, then one line per file completed. Th
 made holds an empty ``.openspec-tree.<token>`` file meanwhile, as its files' partial copies sit
 beside them. A later run of the same source and destination continues into ``backup`` only if
 that file is there (a directory deleted and made again by hand gets cp's rule). A file the
-journal lists is not copied again only if neither it nor its source has changed since (size,
-mtime, ctime, inode: ctime cannot be set back); anything else is copied again, and interrupted
-files resume from their checkpoints.
+journal lists is not copied again only if neither it nor its source has changed since (the
+checkpoints' Fingerprint: size, mtime, ctime, inode; ctime cannot be set back); anything else
+is copied again, and interrupted files resume from their checkpoints.
 """
 
 from __future__ import annotations
@@ -21,15 +21,23 @@ import os
 import threading
 import time
 
-from openspec_cli.checkpoint import state_dir
+from openspec_cli.checkpoint import Fingerprint, state_dir
 from openspec_cli.transfer import FileResult
+from openspec_cli.tree import remove_keeping_dir_times
 
 VERSION = 1
 MARKER_PREFIX = ".openspec-tree."
 
 
-def _identity(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+def _unchanged(recorded: object, path: str) -> bool:
+    """Whether ``path`` still matches a fingerprint the journal recorded for it."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        fingerprint = Fingerprint(**recorded)
+        return fingerprint.ctime_ns is not None and not fingerprint.differences(os.stat(path))
+    except (TypeError, OSError):
+        return False
 
 
 def _path_for(source: str, dest: str) -> str:
@@ -107,14 +115,7 @@ class TreeJournal:
         entry = self._done.get(os.path.abspath(dest))
         if entry is None:
             return None
-        try:
-            same = (_identity(os.stat(source)), _identity(os.stat(dest))) == (
-                entry.get("source_id"),
-                entry.get("dest_id"),
-            )
-        except OSError:
-            return None
-        if not same:
+        if not (_unchanged(entry.get("source"), source) and _unchanged(entry.get("copy"), dest)):
             return None
         size = int(str(entry.get("bytes")))
         algo, digest = str(entry.get("algo")), str(entry.get("digest"))
@@ -127,8 +128,8 @@ class TreeJournal:
         try:
             entry = {
                 "dest": os.path.abspath(result.dest),
-                "source_id": _identity(os.stat(result.source)),
-                "dest_id": _identity(os.stat(result.dest)),
+                "source": Fingerprint.of(result.source, os.stat(result.source)).as_dict(),
+                "copy": Fingerprint.of(result.dest, os.stat(result.dest)).as_dict(),
                 "bytes": result.bytes,
                 "algo": result.algo,
                 "digest": result.digest,
@@ -142,12 +143,8 @@ class TreeJournal:
             fh.write(json.dumps(record) + "\n")
 
     def finish(self) -> None:
-        """The tree is complete: forget it. Removing the marker touches the directory, whose
-        times the copy has already set to its source's: they are put back."""
-        with contextlib.suppress(OSError):
-            st = os.stat(self.dest)
-            os.unlink(self.marker)
-            os.utime(self.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+        """The tree is complete: forget it."""
+        remove_keeping_dir_times(self.marker)
         finished(self.path)
 
 
