@@ -53,7 +53,14 @@ def hash_any(
         raise from_os_error(err, path) from err
     if stat.S_ISDIR(st.st_mode):
         raise OpenspecError(f"'{path}': Is a directory", ExitCode.USAGE)
-    # Known before the stream starts, so progress shows a percentage and logs say the size.
+    return _hash_watched(path, st, algo, limiter, observer)
+
+
+def _hash_watched(
+    path: str, st: os.stat_result, algo: str, limiter: RateLimiter | None, observer: Observer
+) -> str:
+    """Hash a file the observer is told about, with its size known before the stream starts
+    (so progress shows a percentage and logs say the size)."""
     total = st.st_size if stat.S_ISREG(st.st_mode) else None
     stats = StreamStats(name=os.path.basename(path), total=total)
     observer.stream_started(stats)
@@ -91,18 +98,13 @@ def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None, observer:
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(21, "Is a directory", path)
-    total = st.st_size if stat.S_ISREG(st.st_mode) else None
-    stats = StreamStats(name=os.path.basename(path), total=total)
-    observer.stream_started(stats)
     try:
-        return hash_path(path, algo, stats=stats, limiter=limiter)
+        return _hash_watched(path, st, algo, limiter, observer)
     except OpenspecError as err:
         cause = err.__cause__
         if isinstance(cause, OSError):
             raise cause from None
         raise OSError(5, err.message, path) from err
-    finally:
-        observer.stream_finished(stats)
 
 
 def _read_sum_lines(path: str) -> list[str]:
