@@ -323,16 +323,18 @@ def check_sums(
     lines = list(lines)
     parser = _LineParser(options.algo, sum_file_name)
     shown = quote_name("standard input" if sum_file_name == "-" else sum_file_name)
-    label = spec_for(
-        options.algo or parser.hinted or _first_algo(lines, parser) or DEFAULT_ALGO
-    ).tag
+    warn = options.warn and not options.status
+    label = ""  # named in -w warnings; looking it up parses the file twice, so only for those
+    if warn:
+        algo = options.algo or parser.hinted or _first_algo(lines, parser) or DEFAULT_ALGO
+        label = spec_for(algo).tag
     report, tally = CheckReport(), _Tally()
     for lineno, line in enumerate(lines, 1):
         try:
             entry = parser.parse(line, lineno)
         except MalformedLine:
             tally.malformed += 1
-            if options.warn and not options.status:
+            if warn:
                 report.stderr.append(
                     f"{prog}: {shown}: {lineno}: improperly formatted {label} checksum line"
                 )
