@@ -535,7 +535,8 @@ def _start_open(
 ) -> Transfer:
     st = os.fstat(src_fd)
     # A sparse copy needs about what the source holds, not its length.
-    needed = st.st_blocks * 512 if is_sparse(st) else st.st_size
+    sparse = is_sparse(st)
+    needed = st.st_blocks * 512 if sparse else st.st_size
     _check_space(os.path.dirname(dest), needed, src, dest)
     tid = new_transfer_id()
     part = ckpt.partial_path(dest, tid)
@@ -558,7 +559,7 @@ def _start_open(
         raise from_os_error(err, src, dest) from err
     try:
         ckpt.try_lock(out_fd)
-        if not is_sparse(st):  # reserving every block would fill in the holes
+        if not sparse:  # reserving every block would fill in the holes
             _preallocate(out_fd, st.st_size)
     except OSError as err:
         os.close(out_fd)
