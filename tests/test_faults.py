@@ -12,7 +12,7 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -194,65 +194,62 @@ def test_real_injected_io_errors_with_fiu_run(tmp_path: Path, state: Path, point
     assert dst.read_bytes() == data
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        check=True,
-        capture_output=True,
-    )
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+            check=True,
+            capture_output=True,
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount tmpfs here: {exc}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_disk_full_on_a_real_tmpfs_then_copy_after_space_is_made(
-    tmp_path: Path, state: Path
+    tmp_path: Path, state: Path, small_disk: Path
 ) -> None:
-    mnt = tmp_path / "small"
-    try:
-        _mount_tmpfs(mnt, "8m")
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount tmpfs here: {exc}")
-    try:
-        src, data = source(tmp_path, size=5 << 20)
-        filler = mnt / "filler"
-        filler.write_bytes(b"\0" * (4 << 20))
-        env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
-        cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(mnt / "dst.bin")]
-        full = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        assert full.returncode == 3
-        lines = full.stderr.strip().splitlines()
-        assert len(lines) == 1
-        assert "No space left on device" in lines[0]
-        assert str(mnt / "dst.bin") in lines[0]
-        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
-        filler.unlink()
-        ok = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        assert ok.returncode == 0, ok.stderr
-        assert (mnt / "dst.bin").read_bytes() == data
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+    mnt = small_disk
+    src, data = source(tmp_path, size=5 << 20)
+    filler = mnt / "filler"
+    filler.write_bytes(b"\0" * (4 << 20))
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(mnt / "dst.bin")]
+    full = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert full.returncode == 3
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "No space left on device" in lines[0]
+    assert str(mnt / "dst.bin") in lines[0]
+    assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+    filler.unlink()
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert (mnt / "dst.bin").read_bytes() == data
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_a_sparse_file_longer_than_the_free_space_still_fits(tmp_path: Path, state: Path) -> None:
+def test_a_sparse_file_longer_than_the_free_space_still_fits(
+    tmp_path: Path, state: Path, small_disk: Path
+) -> None:
     """64 MiB long, 1 MiB of data: an 8 MiB disk holds its (sparse) copy, as with cp."""
-    mnt = tmp_path / "small"
-    try:
-        _mount_tmpfs(mnt, "8m")
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount tmpfs here: {exc}")
-    try:
-        src = tmp_path / "image"
-        with open(src, "wb") as fh:
-            fh.truncate(64 << 20)
-            fh.seek(30 << 20)
-            fh.write(os.urandom(1 << 20))
-        if src.stat().st_blocks * 512 >= 64 << 20:
-            pytest.skip("this filesystem does not keep holes")
-        env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
-        cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(mnt / "image")]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
-        assert (mnt / "image").read_bytes() == src.read_bytes()
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+    src = tmp_path / "image"
+    with open(src, "wb") as fh:
+        fh.truncate(64 << 20)
+        fh.seek(30 << 20)
+        fh.write(os.urandom(1 << 20))
+    if src.stat().st_blocks * 512 >= 64 << 20:
+        pytest.skip("this filesystem does not keep holes")
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(small_disk / "image")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (small_disk / "image").read_bytes() == src.read_bytes()
