@@ -413,7 +413,7 @@ def run_parallel(
         governor.cancel(Interrupted("interrupted", code))
         for thread in threads:
             thread.join()
-        raise Interrupted("interrupted; resume with: openspec resume --all", code) from None
+        raise Interrupted("interrupted", code) from None  # api.copy adds how to finish
     return results
 
 
