@@ -133,7 +133,7 @@ def discard(transfer_id: str) -> None:
     try:
         cp = checkpoint.load(transfer_id)
     except checkpoint.CheckpointError:
-        if not checkpoint.path_for(transfer_id).exists():
+        if not os.path.exists(checkpoint.path_for(transfer_id)):
             raise
         checkpoint.delete(transfer_id)  # unreadable: the sidecar itself is all there is to remove
         return

@@ -18,10 +18,10 @@ import fcntl
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from openspec_cli.checkpoint_record import (
     _FILE_RE,
@@ -59,32 +59,57 @@ _PARTIAL_RE = re.compile(r"\.(.+)\.([0-9a-f]{8})" + re.escape(PARTIAL_SUFFIX), r
 # ---------------------------------------------------------------------------- names and places
 
 
-def state_dir() -> Path:
+def state_dir() -> str:
     """``OPENSPEC_STATE_DIR``, else the platform's user state dir (honours ``XDG_STATE_HOME``)."""
     override = os.environ.get("OPENSPEC_STATE_DIR")
     if override:
-        return Path(os.path.abspath(os.path.expanduser(override)))
+        return os.path.abspath(os.path.expanduser(override))
+    return _linux_state_dir() or _platformdirs_state_dir()
+
+
+def _linux_state_dir() -> str | None:
+    """platformdirs' answer on Linux in the plain cases, without importing it; else None.
+
+    Importing platformdirs (it pulls in pathlib, tempfile and shutil) took about a third of a
+    small copy's start-up. On Linux every platformdirs >= 3 answers ``$XDG_STATE_HOME/openspec``
+    when that is absolute and ``$HOME/.local/state/openspec`` when it is unset and ``HOME`` is
+    absolute; anything else goes to platformdirs itself. tests/test_checkpoint.py holds the two
+    to the same answers.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    xdg = os.environ.get("XDG_STATE_HOME", "")  # empty counts as unset, as in platformdirs
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "openspec")
+    home = os.environ.get("HOME", "")
+    if xdg or not os.path.isabs(home):
+        return None
+    return os.path.join(os.path.expanduser("~/.local/state"), "openspec")
+
+
+def _platformdirs_state_dir() -> str:
     import platformdirs
 
-    return Path(platformdirs.user_state_dir("openspec"))
+    return str(platformdirs.user_state_dir("openspec"))
 
 
-def transfers_dir(create: bool = False) -> Path:
+def transfers_dir(create: bool = False) -> str:
     """Where checkpoints live; private (0700), since they name the user's files."""
-    path = state_dir() / "transfers"
+    path = os.path.join(state_dir(), "transfers")
     if create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode=0o700)
     return path
 
 
-def path_for(transfer_id: str) -> Path:
+def path_for(transfer_id: str) -> str:
     """The checkpoint file of ``transfer_id``; CheckpointError if that is not an id."""
     if not isinstance(transfer_id, str) or not _ID_RE.fullmatch(transfer_id):
         raise CheckpointError(
             f"{_show(transfer_id)} is not a transfer id (8 hex digits; list them: openspec resume)"
         )
-    return transfers_dir() / f"{transfer_id}.json"
+    return os.path.join(transfers_dir(), f"{transfer_id}.json")
 
 
 def partial_id(name: str) -> str | None:
@@ -103,7 +128,7 @@ def save(cp: Checkpoint) -> None:
     outlives the process), and after a power loss an old or empty checkpoint is still safe,
     because resume re-verifies every byte of the partial against the points before using it.
     """
-    target = str(path_for(cp.id))
+    target = path_for(cp.id)
     cp.updated = time.time()
     data = json.dumps(cp.to_json(), separators=(",", ":")).encode()
     head, name = os.path.split(target)
@@ -150,10 +175,10 @@ def load(transfer_id: str) -> Checkpoint:
         message = f"no interrupted transfer with id {transfer_id} (list them: openspec resume)"
         raise CheckpointError(message) from None
     except _Invalid as err:
-        raise _unreadable(transfer_id, str(path), err.reason) from None
+        raise _unreadable(transfer_id, path, err.reason) from None
 
 
-def _read(path: Path) -> Checkpoint:
+def _read(path: str) -> Checkpoint:
     """FileNotFoundError when there is none; _Invalid when it cannot be used."""
     try:
         with open(path, "rb") as fh:
@@ -163,17 +188,23 @@ def _read(path: Path) -> Checkpoint:
     except OSError as err:
         raise _Invalid(describe_os_error(err)) from None
     cp = _decode(raw)
-    if cp.id != path.stem:
+    if cp.id != _stem(path):
         raise _Invalid(f"it records id {cp.id}")
     return cp
 
 
 def delete(transfer_id: str) -> None:
     """Forget a checkpoint (not its partial file); a missing one is fine."""
-    path_for(transfer_id).unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path_for(transfer_id))
 
 
-def _checkpoint_files() -> list[Path]:
+def _stem(path: str) -> str:
+    """A checkpoint file's id: its name without ``.json``."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _checkpoint_files() -> list[str]:
     directory = transfers_dir()
     try:
         names = os.listdir(directory)
@@ -182,7 +213,7 @@ def _checkpoint_files() -> list[Path]:
     except OSError as err:
         message = f"cannot list checkpoints in '{directory}': {describe_os_error(err)}"
         raise CheckpointError(message, ExitCode.IO_ERROR) from err
-    return [directory / name for name in names if _FILE_RE.fullmatch(name)]
+    return [os.path.join(directory, name) for name in names if _FILE_RE.fullmatch(name)]
 
 
 def list_all() -> list[Checkpoint | BrokenCheckpoint]:
@@ -194,14 +225,14 @@ def list_all() -> list[Checkpoint | BrokenCheckpoint]:
         except FileNotFoundError:
             continue  # finished or discarded while we looked
         except _Invalid as err:
-            found.append((_mtime(path), BrokenCheckpoint(path.stem, str(path), err.reason)))
+            found.append((_mtime(path), BrokenCheckpoint(_stem(path), path, err.reason)))
         else:
             found.append((cp.created, cp))
     found.sort(key=lambda pair: pair[0])
     return [entry for _, entry in found]
 
 
-def _mtime(path: Path | str) -> float:
+def _mtime(path: str) -> float:
     try:
         return os.stat(path).st_mtime
     except OSError:
@@ -276,7 +307,7 @@ def _partials_in(directory: str) -> list[str]:
 
 
 def _orphan(path: str, before: float) -> bool:
-    if path_for(str(partial_id(path))).exists():
+    if os.path.exists(path_for(str(partial_id(path)))):
         return False
     return _mtime(path) < before and not partial_locked(path)
 
@@ -295,7 +326,7 @@ def _busy(cp: Checkpoint) -> bool:
     return (cp.owner is not None and cp.owner.alive()) or partial_locked(cp.partial)
 
 
-def _unlink(path: str | Path) -> bool:
+def _unlink(path: str) -> bool:
     """True if we removed it; a failure is left for the next prune to retry."""
     try:
         os.unlink(path)
@@ -322,7 +353,7 @@ def _prune_one(cp: Checkpoint, older_than: float | None, now: float) -> list[str
 def _stale_temp_files(now: float) -> list[str]:
     directory = transfers_dir()
     try:
-        paths = [str(directory / n) for n in os.listdir(directory) if _TEMP_RE.fullmatch(n)]
+        paths = [os.path.join(directory, n) for n in os.listdir(directory) if _TEMP_RE.fullmatch(n)]
     except OSError:
         return []
     old = [p for p in paths if now - _mtime(p) > STALE_TEMP_SECONDS]

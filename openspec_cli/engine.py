@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import queue
 import stat
 import sys
 import threading
@@ -170,6 +169,8 @@ class BufferPool:
     """A fixed set of reusable buffers; taking one blocks until another is given back."""
 
     def __init__(self, buffers: list[memoryview]) -> None:
+        import queue  # only threaded streams need it; verify and cat start without
+
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
         for buf in buffers:
             self._free.put(buf)
@@ -364,6 +365,8 @@ class Pump:
     def _loop_threaded(self, pool: BufferPool) -> None:
         assert self.sink is not None
         sink = self.sink
+        import queue
+
         full: queue.SimpleQueue[tuple[memoryview, int, Hasher | None, float] | None] = (
             queue.SimpleQueue()
         )

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import deque
 from itertools import pairwise
-from pathlib import Path
 
 from openspec_cli.records import Record
 
@@ -262,20 +261,19 @@ def cgroup_memory(cgroup_root: str, proc_cgroup: str) -> CgroupMemory | None:
     falls back to its nearest existing ancestor.
     """
     paths = _own_cgroups(proc_cgroup)
-    root = Path(cgroup_root)
     if "v2" in paths:
-        found = _tightest(root, paths["v2"], _V2)
+        found = _tightest(cgroup_root, paths["v2"], _V2)
         if found is not None:
             return found
     if "v1" in paths:
-        return _tightest(root / "memory", paths["v1"], _V1)
+        return _tightest(os.path.join(cgroup_root, "memory"), paths["v1"], _V1)
     return None
 
 
 def _own_cgroups(proc_cgroup: str) -> dict[str, str]:
     """This process's v2 path (``0::/x``) and v1 memory path (``5:memory:/x``)."""
     paths: dict[str, str] = {}
-    for line in _lines(Path(proc_cgroup)):
+    for line in _lines(proc_cgroup):
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if hierarchy == "0" and not controllers:
@@ -285,20 +283,20 @@ def _own_cgroups(proc_cgroup: str) -> dict[str, str]:
     return paths
 
 
-def _tightest(mount: Path, path: str, layout: _Layout) -> CgroupMemory | None:
+def _tightest(mount: str, path: str, layout: _Layout) -> CgroupMemory | None:
     """Among the cgroup and its ancestors, the limited one closest to its limit."""
     found = [r for d in _lineage(mount, path) if (r := _read_cgroup(d, layout)) is not None]
     return min(found, key=lambda r: r.limit - r.usage, default=None)
 
 
-def _lineage(mount: Path, path: str) -> list[Path]:
+def _lineage(mount: str, path: str) -> list[str]:
     """Existing directories from the cgroup's own up to the mount."""
     parts = [p for p in path.split("/") if p not in ("", ".", "..")]
-    dirs = [mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
-    return [d for d in dirs if d.is_dir()]
+    dirs = [os.path.join(mount, *parts[:n]) for n in range(len(parts), -1, -1)]
+    return [d for d in dirs if os.path.isdir(d)]
 
 
-def _read_cgroup(directory: Path, layout: _Layout) -> CgroupMemory | None:
+def _read_cgroup(directory: str, layout: _Layout) -> CgroupMemory | None:
     """One cgroup's limit and working set; None if it has no limit or no memory files.
 
     Working set = usage minus inactive file pages, as the kernel's reclaim, cAdvisor and the
@@ -306,31 +304,33 @@ def _read_cgroup(directory: Path, layout: _Layout) -> CgroupMemory | None:
     drops before it ever OOM-kills. Counted as used, a 512 MB container would look full after
     copying 500 MB and we would throttle ourselves for memory nobody needs.
     """
-    limit = _read_int(directory / layout.limit)
-    usage = _read_int(directory / layout.usage)
+    limit = _read_int(os.path.join(directory, layout.limit))
+    usage = _read_int(os.path.join(directory, layout.usage))
     if limit is None or limit >= UNLIMITED or usage is None:
         return None
-    inactive = _stat_value(directory / "memory.stat", layout.inactive)
+    inactive = _stat_value(os.path.join(directory, "memory.stat"), layout.inactive)
     return CgroupMemory(limit, max(usage - inactive, 0), layout.source)
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: str) -> list[str]:
     """A small text file's lines; none when it cannot be read."""
     try:
-        return path.read_text().splitlines()
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().splitlines()
     except OSError:
         return []
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     """An integer file's value; None when absent, unreadable or "max"."""
     try:
-        return int(path.read_text().strip())
+        with open(path, encoding="utf-8") as fh:
+            return int(fh.read().strip())
     except (OSError, ValueError):
         return None
 
 
-def _stat_value(path: Path, key: str) -> int:
+def _stat_value(path: str, key: str) -> int:
     """One ``key value`` line of a memory.stat file; 0 when missing."""
     for line in _lines(path):
         name, _, value = line.partition(" ")

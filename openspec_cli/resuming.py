@@ -47,7 +47,7 @@ def row(entry: ckpt.Checkpoint | ckpt.BrokenCheckpoint, now: float) -> dict[str,
         "age_seconds": round(now - entry.updated, 1),
         "attempts": entry.attempts,
         "last_error": entry.last_error,
-        "checkpoint": str(ckpt.path_for(entry.id)),
+        "checkpoint": ckpt.path_for(entry.id),
     }
 
 

@@ -45,7 +45,7 @@ def _path_for(source: str, dest: str) -> str:
 
     key = f"{os.path.abspath(source)}\0{os.path.abspath(dest)}"
     digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()[:16]
-    return str(state_dir() / "trees" / f"{digest}.jsonl")
+    return os.path.join(state_dir(), "trees", f"{digest}.jsonl")
 
 
 class TreeJournal:

@@ -76,7 +76,7 @@ def owner_of(proc: subprocess.Popen[bytes]) -> Owner:
 
 def write_raw(cp: Checkpoint, **changes: Any) -> Path:
     """Store ``cp`` as is (``save`` would stamp ``updated``), with top-level keys changed."""
-    path = ckpt.path_for(cp.id)
+    path = Path(ckpt.path_for(cp.id))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**cp.to_json(), **changes}))
     return path
@@ -93,20 +93,70 @@ def age(path: str | Path, seconds: float = 3600) -> None:
 def test_state_dir_honours_the_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("OPENSPEC_STATE_DIR", str(tmp_path / "mine"))
-    assert ckpt.state_dir() == tmp_path / "mine"
-    assert ckpt.path_for(TID) == tmp_path / "mine" / "transfers" / f"{TID}.json"
+    assert Path(ckpt.state_dir()) == tmp_path / "mine"
+    assert Path(ckpt.path_for(TID)) == tmp_path / "mine" / "transfers" / f"{TID}.json"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG is a Linux convention")
 def test_state_dir_follows_xdg_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENSPEC_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert ckpt.state_dir() == tmp_path / "xdg" / "openspec"
+    assert Path(ckpt.state_dir()) == tmp_path / "xdg" / "openspec"
+
+
+def _platformdirs_or_error() -> str:
+    try:
+        return ckpt._platformdirs_state_dir()
+    except Exception as err:  # noqa: BLE001 - compared, whatever it is
+        return f"error: {type(err).__name__}"
+
+
+def _ours_or_error() -> str:
+    try:
+        return ckpt.state_dir()
+    except Exception as err:  # noqa: BLE001 - compared, whatever it is
+        return f"error: {type(err).__name__}"
+
+
+#: (XDG_STATE_HOME, HOME, whether openspec answers without platformdirs); None = unset.
+STATE_ENVIRONMENTS = [
+    ("{tmp}/xdg", "{tmp}/home", True),
+    ("{tmp}/xdg/", "{tmp}/home", True),
+    (None, "{tmp}/home", True),
+    (None, "{tmp}/home/", True),
+    (None, "/", True),
+    ("", "{tmp}/home", True),
+    ("   ", "{tmp}/home", False),
+    ("relative/xdg", "{tmp}/home", False),
+    ("~/xdg", "{tmp}/home", False),
+    (None, "relative/home", False),
+    (None, None, False),
+    ("{tmp}/xdg", None, True),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the shortcut is Linux's")
+@pytest.mark.parametrize(("xdg", "home", "shortcut"), STATE_ENVIRONMENTS)
+def test_state_dir_is_platformdirs_answer_with_or_without_importing_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    xdg: str | None,
+    home: str | None,
+    shortcut: bool,
+) -> None:
+    monkeypatch.delenv("OPENSPEC_STATE_DIR", raising=False)
+    for name, value in (("XDG_STATE_HOME", xdg), ("HOME", home)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    assert (ckpt._linux_state_dir() is not None) == shortcut
+    assert _ours_or_error() == _platformdirs_or_error()
 
 
 def test_transfers_dir_is_created_private_only_when_asked(state: Path) -> None:
-    assert not ckpt.transfers_dir().exists()
-    made = ckpt.transfers_dir(create=True)
+    assert not Path(ckpt.transfers_dir()).exists()
+    made = Path(ckpt.transfers_dir(create=True))
     assert made == state / "transfers"
     assert made.stat().st_mode & 0o777 == 0o700
     assert state.stat().st_mode & 0o777 == 0o700
@@ -115,7 +165,7 @@ def test_transfers_dir_is_created_private_only_when_asked(state: Path) -> None:
 @pytest.mark.parametrize("bad", ["", "0123ABCD", "0123abc", "0123abcde", "../../etc", "0123abcg"])
 def test_ids_are_eight_lowercase_hex_digits(state: Path, bad: str) -> None:
     with pytest.raises(CheckpointError, match="not a transfer id") as info:
-        ckpt.path_for(bad)
+        Path(ckpt.path_for(bad))
     assert info.value.exit_code == ExitCode.USAGE
 
 
@@ -404,7 +454,7 @@ def test_from_json_without_an_id_in_the_file_name_uses_the_stored_one(tmp_path: 
     ],
 )
 def test_load_reports_unreadable_files(state: Path, raw: bytes, reason: str) -> None:
-    path = ckpt.path_for(TID)
+    path = Path(ckpt.path_for(TID))
     path.parent.mkdir(parents=True)
     path.write_bytes(raw)
     with pytest.raises(CheckpointError) as info:
@@ -417,7 +467,7 @@ def test_load_reports_unreadable_files(state: Path, raw: bytes, reason: str) -> 
 def test_every_truncation_of_a_real_checkpoint_is_refused(state: Path, tmp_path: Path) -> None:
     cp = Checkpoint.from_json(_valid(tmp_path), "x")
     ckpt.save(cp)
-    path = ckpt.path_for(TID)
+    path = Path(ckpt.path_for(TID))
     whole = path.read_bytes()
     for cut in range(len(whole)):
         path.write_bytes(whole[:cut])
@@ -428,7 +478,7 @@ def test_every_truncation_of_a_real_checkpoint_is_refused(state: Path, tmp_path:
 def test_load_refuses_a_file_that_records_another_id(state: Path, tmp_path: Path) -> None:
     cp = make(tmp_path)
     ckpt.save(cp)
-    os.rename(ckpt.path_for(TID), ckpt.path_for("ffffffff"))
+    os.rename(Path(ckpt.path_for(TID)), Path(ckpt.path_for("ffffffff")))
     with pytest.raises(CheckpointError, match=f"records id {TID}.*--discard ffffffff"):
         ckpt.load("ffffffff")
 
@@ -466,7 +516,7 @@ def test_any_field_replaced_by_anything_is_valid_or_checkpoint_error(
 def test_random_or_damaged_bytes_raise_only_checkpoint_error(
     state: Path, tmp_path: Path, raw: bytes | list[tuple[int, int]]
 ) -> None:
-    path = ckpt.path_for(TID)
+    path = Path(ckpt.path_for(TID))
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(raw, list):  # flip bytes of a valid checkpoint
         data = bytearray(json.dumps(_valid(tmp_path)).encode())
@@ -591,7 +641,7 @@ def test_kill_9_never_leaves_a_torn_checkpoint(state: Path, tmp_path: Path) -> N
         entries = ckpt.list_all()
         assert [e.id for e in entries] == [TID]
         assert isinstance(entries[0], Checkpoint)
-    assert {p.name for p in ckpt.transfers_dir().iterdir() if not p.name.startswith(".")} == {
+    assert {p.name for p in Path(ckpt.transfers_dir()).iterdir() if not p.name.startswith(".")} == {
         f"{TID}.json"
     }
 
@@ -638,7 +688,7 @@ def test_list_all_reports_garbage_and_ignores_other_files(state: Path, tmp_path:
     second.created = first.created - 10
     ckpt.save(first)
     ckpt.save(second)
-    folder = ckpt.transfers_dir()
+    folder = Path(ckpt.transfers_dir())
     (folder / "33333333.json").write_bytes(b'{"version": 1, "id": "333')
     (folder / f".11111111.json.{os.getpid()}.1.tmp").write_bytes(b"{")
     (folder / "notes.txt").write_text("hello")
@@ -801,13 +851,13 @@ def test_prune(state: Path, tmp_path: Path, sleeper: subprocess.Popen[bytes]) ->
         Path(cp.partial).write_bytes(b"x")
     for cp in (gone, running, stale, recent):
         write_raw(cp)
-    broken = ckpt.path_for("55555555")
+    broken = Path(ckpt.path_for("55555555"))
     broken.write_text("{")
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
     orphans = [tmp_path / ".lost.66666666.openspec-part", elsewhere / ".x.77777777.openspec-part"]
-    temp_old = ckpt.transfers_dir() / ".11111111.json.1.2.tmp"
-    temp_new = ckpt.transfers_dir() / ".44444444.json.1.2.tmp"
+    temp_old = Path(ckpt.transfers_dir()) / ".11111111.json.1.2.tmp"
+    temp_new = Path(ckpt.transfers_dir()) / ".44444444.json.1.2.tmp"
     for path in (*orphans, temp_old, temp_new):
         path.write_bytes(b"x")
     for path in (*orphans, temp_old):

@@ -7,6 +7,7 @@ the command lines from every spelling the app knows plus words typer treats spec
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,24 @@ def test_ctrl_c_while_starting_is_one_line_and_130(
         launch.main()
     assert exited.value.code == 130
     assert capsys.readouterr().err == "openspec: interrupted\n"
+
+
+def test_a_copy_loads_neither_platformdirs_nor_pathlib(tmp_path: Path) -> None:
+    """Together they were a third of a small copy's start-up (see checkpoint.state_dir)."""
+    (tmp_path / "f").write_bytes(b"data")
+    env = {k: v for k, v in os.environ.items() if k != "OPENSPEC_STATE_DIR"}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "openspec_cli", "copy", "f", "g"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "g").read_bytes() == b"data"
+    names = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    # An editable install's import hook may load pathlib before openspec starts.
+    ours = names[names.index("openspec_cli.launch") :]
+    assert not {"platformdirs", "pathlib"} & {m.split(".")[0] for m in ours}
