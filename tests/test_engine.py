@@ -11,6 +11,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from openspec_cli import engine
 from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, STREAMING_TRIGGER, ChunkSizer
 from openspec_cli.engine import (
     HASH_ONLY_CHUNK,
@@ -182,3 +183,133 @@ def test_hash_only_streams_keep_chunks_cache_sized(tmp_path: Path) -> None:
             ).run()
         assert max(hasher.updates) == largest
         assert hasher.hexdigest() == xxhash.xxh3_128(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- read-ahead
+
+
+@pytest.fixture
+def read_ahead_from_1_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read ahead from 1 MiB rather than 16, so that small files take that path."""
+    monkeypatch.setattr(engine, "READ_AHEAD_TRIGGER", MIB)
+    monkeypatch.setattr(engine, "_usable_cpus", lambda: 2)
+
+
+def hash_reading_ahead(path: Path, total: int) -> tuple[str, StreamStats, int]:
+    """Digest, stats and the fd's final offset of a hash-only Pump that must read ahead."""
+    hasher = xxhash.xxh3_128()
+    stats = StreamStats(name="f", total=total)
+    with open(path, "rb") as fh:
+        pump = Pump(fh.fileno(), stats, hasher=hasher)
+        assert pump._can_read_ahead()
+        pump.run()
+        position = os.lseek(fh.fileno(), 0, os.SEEK_CUR)
+    assert not [t for t in threading.enumerate() if t.name.startswith("openspec-")]
+    return hasher.hexdigest(), stats, position
+
+
+@pytest.mark.usefixtures("read_ahead_from_1_mib")
+@pytest.mark.parametrize(
+    "size", [MIB, MIB + 1, 4 * MIB, 4 * MIB - 1, 3 * HASH_ONLY_CHUNK * 7 + 12345]
+)
+def test_read_ahead_hashes_every_byte_in_order(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    digest, stats, position = hash_reading_ahead(tmp_path / "f", size)
+    assert digest == xxhash.xxh3_128(data).hexdigest()
+    assert stats.done == size == position
+    assert stats.finished is not None
+
+
+@pytest.mark.usefixtures("read_ahead_from_1_mib")
+def test_read_ahead_keeps_reading_what_was_appended_after_the_stat(tmp_path: Path) -> None:
+    """As a read loop would: to the end of the file as it is, not as it was."""
+    data = os.urandom(3 * MIB + 5)
+    (tmp_path / "f").write_bytes(data[: 2 * MIB])
+    with open(tmp_path / "f", "ab") as fh:
+        fh.write(data[2 * MIB :])
+    digest, stats, _ = hash_reading_ahead(tmp_path / "f", total=2 * MIB)
+    assert digest == xxhash.xxh3_128(data).hexdigest()
+    assert stats.done == len(data)
+
+
+@pytest.mark.usefixtures("read_ahead_from_1_mib")
+def test_read_ahead_stops_where_a_shrunk_file_ends(tmp_path: Path) -> None:
+    data = os.urandom(2 * MIB + 77)
+    (tmp_path / "f").write_bytes(data)
+    digest, stats, position = hash_reading_ahead(tmp_path / "f", total=5 * MIB)
+    assert digest == xxhash.xxh3_128(data).hexdigest()
+    assert stats.done == len(data) == position
+
+
+@pytest.mark.usefixtures("read_ahead_from_1_mib")
+def test_read_ahead_completes_short_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pread may return less than asked (a signal, a network file system); none is lost."""
+    data = os.urandom(3 * MIB + 1)
+    (tmp_path / "f").write_bytes(data)
+    real = os.preadv
+    shortened: list[int] = []
+
+    def short_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if len(buffers[0]) > 1000 and len(shortened) % 2 == 0:
+            shortened.append(offset)
+            return real(fd, [buffers[0][: len(buffers[0]) // 3]], offset)
+        shortened.append(-1)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", short_preadv)
+    digest, stats, _ = hash_reading_ahead(tmp_path / "f", len(data))
+    assert digest == xxhash.xxh3_128(data).hexdigest()
+    assert len([o for o in shortened if o >= 0]) > 10
+
+
+@pytest.mark.usefixtures("read_ahead_from_1_mib")
+def test_read_ahead_error_on_the_helper_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(os.urandom(4 * MIB))
+    real = os.preadv
+    failed_on: list[str] = []
+
+    def failing_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if offset >= 2 * MIB and threading.current_thread().name.startswith("openspec-"):
+            failed_on.append(threading.current_thread().name)
+            raise OSError(5, "Input/output error")
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", failing_preadv)
+    with pytest.raises(OSError, match="Input/output error"):
+        hash_reading_ahead(tmp_path / "f", 4 * MIB)
+    assert failed_on
+    assert not [t for t in threading.enumerate() if t.name.startswith("openspec-")]
+
+
+def test_read_ahead_only_for_large_regular_files_hashed_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "_usable_cpus", lambda: 2)
+    big = engine.READ_AHEAD_TRIGGER
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+
+    def reads_ahead(total: int | None = big, fd: int | None = None, **kwargs: object) -> bool:
+        with open(path, "rb") as fh:
+            src = fh.fileno() if fd is None else fd
+            pump = Pump(src, StreamStats(name="f", total=total), **kwargs)  # type: ignore[arg-type]
+            return pump._can_read_ahead()
+
+    assert reads_ahead(hasher=xxhash.xxh3_128())
+    assert not reads_ahead(big - 1, hasher=xxhash.xxh3_128())
+    assert not reads_ahead(None, hasher=xxhash.xxh3_128())
+    assert not reads_ahead()  # nothing to hash
+    assert not reads_ahead(hasher=xxhash.xxh3_128(), limiter=RateLimiter(1e9))
+    assert not reads_ahead(hasher=xxhash.xxh3_128(), drop_source_cache=True)
+    assert not reads_ahead(hasher=xxhash.xxh3_128(), commit_every=4)
+    read_end, write_end = os.pipe()
+    try:
+        assert not reads_ahead(hasher=xxhash.xxh3_128(), fd=read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    monkeypatch.setattr(engine, "_usable_cpus", lambda: 1)
+    assert not reads_ahead(hasher=xxhash.xxh3_128())

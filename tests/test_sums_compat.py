@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openspec_cli import hashing, sumfiles
+from openspec_cli.engine import READ_AHEAD_TRIGGER
 from openspec_cli.sumfiles import CheckOptions
 
 ENV = {**os.environ, "LC_ALL": "C.UTF-8"}  # quoting of non-ASCII names depends on the locale
@@ -394,3 +397,30 @@ def test_quote_name_like_coreutils(name: str, tmp_path: Path) -> None:
     assert lines_of(result.stderr) == [
         f"sha256sum: {sumfiles.quote_name(name)}: No such file or directory"
     ]
+
+
+# --- (d) large files take the read-ahead path; the digests stay the tools' --------------------
+
+
+@pytest.fixture(scope="module")
+def large_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Just over the size from which verify reads ahead on a second thread."""
+    path = tmp_path_factory.mktemp("large") / "large.bin"
+    path.write_bytes(os.urandom(READ_AHEAD_TRIGGER + 12345))
+    return path
+
+
+def only_digest(output: bytes) -> str:
+    found: list[str] = re.findall(r"[0-9a-f]{8,}", output.decode())
+    return found[0]
+
+
+@pytest.mark.parametrize("tool", TOOL_PARAMS)
+def test_large_file_digest_is_the_tools(tool: Tool, large_file: Path) -> None:
+    theirs = run([*tool.cmd, large_file.name], large_file.parent)
+    ours = run(
+        [sys.executable, "-m", "openspec_cli", "verify", "--algo", tool.algo, large_file.name],
+        large_file.parent,
+    )
+    assert theirs.returncode == ours.returncode == 0, ours.stderr
+    assert only_digest(ours.stdout) == only_digest(theirs.stdout)
