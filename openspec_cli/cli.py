@@ -48,7 +48,8 @@ RateOpt = Annotated[
         "--limit-rate",
         "-L",
         metavar="RATE",
-        help="Pace to RATE bytes/s (e.g. 20M); binary units like pv -L.",
+        help="Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files "
+        "share it equally.",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")]

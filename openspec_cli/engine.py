@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 import stat
 import sys
@@ -18,7 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER, ChunkSizer, initial_chunk_size
+from openspec_cli.chunking import (
+    MAX_CHUNK,
+    MIN_CHUNK,
+    STREAMING_TRIGGER,
+    ChunkSizer,
+    clamp,
+    initial_chunk_size,
+)
 
 #: False when running, True for mypy. The interfaces below exist for type checking only, so that
 #: starting a command does not import typing (~8 ms here); import them the same way.
@@ -32,6 +40,9 @@ if TYPE_CHECKING:
 #: copied into the buffer while it is still in the CPU's cache. 1 GiB page-cached, read and
 #: hashed in a loop: 0.199 s with 256 KiB chunks, 0.230 s with 1 MiB.
 HASH_ONLY_CHUNK = 256 * 1024
+
+#: Under --limit-rate, chunks hold about this fraction of a second of data (see RateLimiter).
+LIMITED_CHUNKS_PER_SECOND = 20
 
 #: Buffers per stream: one being read, one being written, two in flight to absorb jitter.
 POOL_SIZE = 4
@@ -161,6 +172,17 @@ class RateLimiter:
         self._sent = 0
         self._lock = threading.Lock()
 
+    def chunk(self, ceiling: int) -> int:
+        """The one chunk size for every stream paced by this limiter: about 1/20 s of data.
+
+        Streams take turns booking whole chunks, so each one's share of the rate follows its
+        chunk size; with sizes adapted per stream, ``-j 2`` split 8 MiB/s as 4 to 1. One size
+        for all makes the shares equal, and small chunks keep a slow rate smooth (as ``pv -L``).
+        Measured throughput cannot guide a sizer here anyway: the limiter sets it.
+        """
+        per_turn = int(self.rate / LIMITED_CHUNKS_PER_SECOND)
+        return clamp(1 << max(per_turn.bit_length() - 1, 0), MIN_CHUNK, ceiling)
+
     def throttle(self, nbytes: int) -> None:
         """Account ``nbytes`` and sleep until sending them keeps us at or under the rate."""
         with self._lock:
@@ -279,7 +301,11 @@ class Pump:
         if sizer is None:
             # Pools are sized from the ceiling: a scheduler's memory budget holds from the start.
             ceiling = self._ceiling(pacer.chunk_ceiling if pacer is not None else MAX_CHUNK)
-            sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
+            if limiter is not None:
+                size = limiter.chunk(ceiling)
+                sizer = ChunkSizer(start=size, ceiling=size, window=math.inf)
+            else:
+                sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
         self.sizer = sizer
         stats.chunk_size = sizer.size
 
@@ -669,6 +695,8 @@ def splice_stream(
     splice = getattr(os, "splice", None)
     if splice is None or not (_is_fifo(src) or _is_fifo(dst)):
         return False
+    if limiter is not None:
+        chunk = limiter.chunk(chunk)
     while True:
         try:
             n = splice(src, dst, chunk)

@@ -116,6 +116,36 @@ def test_rate_limiter_does_not_sleep_when_source_is_slower() -> None:
     assert fake.slept == 0.0
 
 
+@pytest.mark.parametrize(
+    ("rate", "ceiling", "chunk"),
+    [
+        (8 * MIB, MAX_CHUNK, 256 * KIB),  # 1/20 s is 410 KiB: the power of two below
+        (20 * MIB, MAX_CHUNK, MAX_CHUNK),
+        (1024 * MIB, MAX_CHUNK, MAX_CHUNK),
+        (1024 * MIB, HASH_ONLY_CHUNK, HASH_ONLY_CHUNK),
+        (1 * MIB, MAX_CHUNK, 32 * KIB),
+        (100 * KIB, MAX_CHUNK, 32 * KIB),
+        (1.0, MAX_CHUNK, 32 * KIB),
+    ],
+)
+def test_rate_limited_chunks_hold_about_a_twentieth_of_a_second(
+    rate: float, ceiling: int, chunk: int
+) -> None:
+    assert RateLimiter(rate).chunk(ceiling) == chunk
+
+
+def test_streams_under_one_limiter_move_equal_fixed_chunks(tmp_path: Path) -> None:
+    """Equal chunks are what makes the limiter's turns equal shares (see RateLimiter.chunk)."""
+    limiter = RateLimiter(64 * MIB)
+    sizes = []
+    for total in (3 * MIB, 40 * MIB, 300 * MIB, None):
+        pump = Pump(0, StreamStats(name="s", total=total), sink=lambda v: None, limiter=limiter)
+        for _ in range(50):
+            pump.sizer.record(pump.sizer.size)  # what throughput says cannot move it
+        sizes.append(pump.sizer.size)
+    assert sizes == [limiter.chunk(MAX_CHUNK)] * 4
+
+
 def test_rate_limiter_rejects_zero() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)

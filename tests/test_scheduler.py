@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import xxhash
 from openspec_cli import api, pressure
 from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK
 from openspec_cli.cleanup import Cleanup, Priority
-from openspec_cli.engine import POOL_SIZE
+from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
 from openspec_cli.scheduler import BufferBank, Governor, Percentiles, chunk_ceiling_for
 
 
@@ -141,6 +142,46 @@ def test_memory_pressure_engages_the_controller_and_files_stay_correct(tmp_path:
     assert pressure.Level[report.highest_level] >= pressure.Level.MODERATE
     for name, data in files.items():
         assert (tmp_path / "out" / name).read_bytes() == data
+
+
+class Watcher(NullObserver):
+    """Keeps every stream's live counters."""
+
+    def __init__(self) -> None:
+        self.started: list[StreamStats] = []
+
+    def stream_started(self, stats: StreamStats) -> None:
+        self.started.append(stats)
+
+
+def test_parallel_streams_share_a_rate_limit_equally(tmp_path: Path) -> None:
+    """A 6 MiB and a 40 MiB file start with different chunk sizes; under one --limit-rate they
+    used to split it by those sizes. Compared over a stretch where both are running."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.bin").write_bytes(os.urandom(6 * MIB))
+    (src / "large.bin").write_bytes(b"\x01" * 40 * MIB)
+    (tmp_path / "dst").mkdir()
+    observer = Watcher()
+    copying = threading.Thread(
+        target=api.copy,
+        args=([str(src / "small.bin"), str(src / "large.bin")], str(tmp_path / "dst")),
+        kwargs={"jobs": 2, "limit_rate": 16 * MIB, "fsync": False, "observer": observer},
+        daemon=True,
+    )
+    copying.start()
+    deadline = time.monotonic() + 30
+    while len(observer.started) < 2 or min(s.done for s in observer.started) < MIB:
+        assert time.monotonic() < deadline, "the two streams never both ran"
+        time.sleep(0.02)
+    before = {s.name: s.done for s in observer.started}
+    time.sleep(0.3)
+    after = {os.path.basename(s.name): s.done for s in observer.started}
+    moved = {os.path.basename(s.name): s.done - before[s.name] for s in observer.started}
+    copying.join(60)
+    assert not copying.is_alive()
+    assert after["small.bin"] < 6 * MIB, "the small file must still have been copying"
+    assert 0.6 < moved["small.bin"] / moved["large.bin"] < 1 / 0.6, moved
 
 
 def test_small_max_memory_shows_in_the_json_summary(tmp_path: Path) -> None:
