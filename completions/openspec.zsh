@@ -61,8 +61,8 @@ _openspec_resume() {
         '(--all)--all[Resume every resumable transfer]' \
         '(--restart)--restart[Copy from the start, dropping the partial file]' \
         '(--discard)--discard=[Remove a transfer'\''s checkpoint and partial]:id: ' \
-        '(--prune)--prune[Remove orphaned checkpoints and partial files]' \
-        '(--older-than)--older-than=[With --prune\: also remove transfers idle this long (e.g. 7d)]:age: ' \
+        '(--prune)--prune[Remove orphaned checkpoints, partial files and tree-copy journals]' \
+        '(--older-than)--older-than=[With --prune\: also remove transfers and tree copies idle this long (e.g. 7d)]:age: ' \
         '*--in=[With --prune\: also look for orphaned partial files in DIR (repeatable)]:dir:_files' \
         '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
         '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \

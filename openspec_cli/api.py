@@ -141,8 +141,13 @@ def discard(transfer_id: str) -> None:
 
 
 def prune(older_than: float | None = None, dirs: Sequence[str] = ()) -> list[str]:
-    """Remove orphaned checkpoints and partial files; returns what was removed."""
-    return checkpoint.prune(older_than, dirs)
+    """Remove orphaned checkpoints, partial files and tree journals; returns what was removed."""
+    return checkpoint.prune(older_than, dirs) + unfinished.prune_trees(older_than, time.time())
+
+
+def trees() -> list[unfinished.TreeCopy]:
+    """Tree copies (``copy -r SRC NEW``) that did not finish: running the same copy finishes one."""
+    return unfinished.list_trees()
 
 
 def cat(

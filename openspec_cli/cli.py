@@ -172,14 +172,17 @@ def resume(
         typer.Option("--discard", metavar="ID", help="Remove a transfer's checkpoint and partial."),
     ] = None,
     prune: Annotated[
-        bool, typer.Option("--prune", help="Remove orphaned checkpoints and partial files.")
+        bool,
+        typer.Option(
+            "--prune", help="Remove orphaned checkpoints, partial files and tree-copy journals."
+        ),
     ] = False,
     older_than: Annotated[
         str | None,
         typer.Option(
             "--older-than",
             metavar="AGE",
-            help="With --prune: also remove transfers idle this long (e.g. 7d).",
+            help="With --prune: also remove transfers and tree copies idle this long (e.g. 7d).",
         ),
     ] = None,
     prune_dirs: Annotated[

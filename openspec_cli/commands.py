@@ -384,12 +384,12 @@ def resume(
                 if not quiet:
                     say(f"removed {line}")
         elif list_ or (transfer_id is None and not all_):
-            resuming.print_list(api.transfers(), as_json)
+            resuming.print_list(api.transfers(), as_json, api.trees())
         else:
             rate = size_option(limit_rate, "--limit-rate")
             entries = [] if transfer_id else api.transfers()
             ids = [transfer_id] if transfer_id else resuming.resumable_ids(entries)
-            for line in resuming.left_out(entries):
+            for line in resuming.left_out(entries, [] if transfer_id else api.trees()):
                 say(line)
             results: list[Any] = []
             errors: list[OpenspecError] = []

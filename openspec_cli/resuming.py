@@ -9,6 +9,12 @@ from typing import Any
 
 from openspec_cli import checkpoint as ckpt
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from openspec_cli.unfinished import TreeCopy
+
 
 def _age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -51,8 +57,13 @@ def row(entry: ckpt.Checkpoint | ckpt.BrokenCheckpoint, now: float) -> dict[str,
     }
 
 
-def print_list(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint], as_json: bool) -> None:
-    """A table on stdout (or a JSON list), in the order the transfers started."""
+def print_list(
+    entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint],
+    as_json: bool,
+    trees: Sequence[TreeCopy] = (),
+) -> None:
+    """A table on stdout (or a JSON list), in the order the transfers started, then the
+    unfinished tree copies (text only: the JSON list is of transfers)."""
     from openspec_cli.ui import human_bytes
 
     now = time.time()
@@ -60,7 +71,7 @@ def print_list(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint], as_json: 
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    if not rows:
+    if not rows and not trees:
         sys.stdout.write("no interrupted transfers\n")
         return
     for r in rows:
@@ -74,6 +85,21 @@ def print_list(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint], as_json: 
             f"{r['id']}  {r['state']:<16} {done:>23} {r['percent']:5.1f}%  "
             f"{_age(r['age_seconds']):>4} ago  {r['source']} -> {r['dest']}\n"
         )
+    if trees:
+        sys.stdout.write("unfinished tree copies (to finish one, run the same copy -r again):\n")
+    for tree in trees:
+        sys.stdout.write(f"  {tree_line(tree, now)}\n")
+
+
+def tree_line(tree: TreeCopy, now: float) -> str:
+    """One unfinished tree copy, and what can be done about it."""
+    if tree.source is None:
+        return f"unreadable journal '{tree.journal}' (remove: openspec resume --prune)"
+    where = f"'{tree.source}' -> '{tree.dest}'"
+    if not tree.in_place:
+        return f"{where}: '{tree.dest}' no longer holds it (forget it: openspec resume --prune)"
+    files = "1 file" if tree.files_done == 1 else f"{tree.files_done} files"
+    return f"{where}: {files} done, last {_age(now - tree.updated)} ago"
 
 
 def resumable_ids(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> list[str]:
@@ -85,9 +111,15 @@ def resumable_ids(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> lis
     ]
 
 
-def left_out(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> list[str]:
+def left_out(
+    entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint], trees: Sequence[TreeCopy] = ()
+) -> list[str]:
     """What ``resume --all`` does not take up, and why, one line each (it must not be silent)."""
-    lines = []
+    lines = [
+        f"not finishing the tree copy '{t.source}' -> '{t.dest}': run the same copy -r again"
+        for t in trees
+        if t.source is not None and t.in_place
+    ]
     for e in entries:
         if isinstance(e, ckpt.BrokenCheckpoint):
             lines.append(

@@ -161,3 +161,93 @@ def _parse(line: str) -> dict[str, object] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+# ---------------------------------------------------------------------------- listing and pruning
+
+
+class TreeCopy:
+    """What ``openspec resume`` says about one unfinished tree copy."""
+
+    __slots__ = ("journal", "source", "dest", "marker", "files_done", "updated")
+
+    def __init__(
+        self,
+        journal: str,
+        source: str | None = None,
+        dest: str | None = None,
+        marker: str | None = None,
+        files_done: int = 0,
+        updated: float = 0.0,
+    ) -> None:
+        self.journal = journal
+        self.source = source  #: None when the journal is unreadable
+        self.dest = dest
+        self.marker = marker  #: the file that ties ``dest`` to this journal
+        self.files_done = files_done
+        self.updated = updated  #: when the copy last completed a file (the journal's mtime)
+
+    @property
+    def in_place(self) -> bool:
+        """Whether the directory the copy made is still there with its marker file."""
+        return self.marker is not None and os.path.isfile(self.marker)
+
+
+def _read_tree(path: str) -> TreeCopy | None:
+    """One journal as a TreeCopy; None if it went away meanwhile."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+        updated = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return TreeCopy(path, updated=time.time())
+    records = [_parse(line) for line in lines]
+    header = (records[0] if records else None) or {}
+    source, dest, token = header.get("source"), header.get("dest"), header.get("token")
+    if header.get("version") != VERSION or not (
+        isinstance(source, str) and isinstance(dest, str) and isinstance(token, str)
+    ):
+        return TreeCopy(path, updated=updated)
+    done = sum(1 for r in records[1:] if r is not None and "dest" in r)
+    marker = os.path.join(dest, f"{MARKER_PREFIX}{token}")
+    return TreeCopy(path, source, dest, marker, done, updated)
+
+
+def list_trees() -> list[TreeCopy]:
+    """Every tree copy with a journal, oldest first (by when it last completed a file)."""
+    directory = os.path.join(state_dir(), "trees")
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".jsonl"))
+    except OSError:
+        return []
+    found = [t for n in names if (t := _read_tree(os.path.join(directory, n))) is not None]
+    return sorted(found, key=lambda t: t.updated)
+
+
+def prune_trees(older_than: float | None, now: float) -> list[str]:
+    """Forget tree copies nothing can finish; with ``older_than``, also idle ones.
+
+    A journal whose directory no longer holds the marker (deleted, or made again by hand) or
+    that cannot be read serves nothing. One idle longer than ``older_than`` seconds is removed
+    with its marker, so the same copy run again applies cp's rule; its partial files are
+    checkpoint prune's business.
+    """
+    removed = []
+    for tree in list_trees():
+        if tree.source is None or not tree.in_place:
+            why = "unreadable" if tree.source is None else f"'{tree.dest}' no longer holds it"
+            with contextlib.suppress(OSError):
+                os.unlink(tree.journal)
+                removed.append(f"journal of a tree copy ({why})")
+            continue
+        if older_than is None or now - tree.updated <= older_than:
+            continue
+        if tree.marker is not None:
+            remove_keeping_dir_times(tree.marker)
+        with contextlib.suppress(OSError):
+            os.unlink(tree.journal)
+            idle = f"idle for {(now - tree.updated) / 3600:.1f} h"
+            removed.append(f"unfinished tree copy '{tree.source}' -> '{tree.dest}' ({idle})")
+    return removed

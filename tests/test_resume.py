@@ -506,8 +506,7 @@ def journal_lists(env: dict[str, str], path: Path) -> bool:
 
 def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
     """Copy the tree paced, stop it with SIGINT once a.bin or b.bin is complete (c.bin is not);
-    returns the name of the one that completed. (With -j 2 the shared rate splits unevenly, so
-    either may be first.)"""
+    returns the name of the one that completed (with -j 2, either may be first)."""
     proc = start("copy", "-r", "-j", jobs, "-L", "4M", *extra, str(src), str(backup), env=env)
     deadline = time.monotonic() + 30
     while not (done := [n for n in ("a.bin", "b.bin") if journal_lists(env, backup / n)]):
@@ -548,6 +547,66 @@ def test_interrupted_tree_copy_is_finished_by_running_it_again(
     # Finished: a third run is an ordinary cp -r into an existing directory again.
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
     assert tree_contents(backup / "src") == data
+
+
+def tree_journals(env: dict[str, str]) -> list[Path]:
+    return sorted((Path(env[STATE]) / "trees").glob("*.jsonl"))
+
+
+@pytest.fixture
+def cut_short_tree(tmp_path: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """(src, backup) of a ``copy -r src backup`` that made backup and was interrupted."""
+    make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    interrupt_tree(env, src, backup, "1")
+    return src, backup
+
+
+def test_resume_lists_an_unfinished_tree_copy_and_prune_forgets_an_idle_one(
+    env: dict[str, str], cut_short_tree: tuple[Path, Path]
+) -> None:
+    src, backup = cut_short_tree
+    (journal,) = tree_journals(env)
+    (marker,) = backup.glob(".openspec-tree.*")
+
+    listed = openspec("resume", env=env, check=True).stdout
+    assert "unfinished tree copies (to finish one, run the same copy -r again):" in listed
+    assert f"'{src}' -> '{backup}': " in listed
+    assert " done, last " in listed
+    assert transfers(env)  # the file it was copying, listed above the tree
+    resumed = openspec("resume", "--all", env=env, check=True)
+    assert f"not finishing the tree copy '{src}' -> '{backup}'" in resumed.stderr
+
+    openspec("resume", "--prune", "--older-than", "1h", env=env, check=True)
+    assert journal.exists()  # in place and not idle: kept
+    assert marker.exists()
+    two_hours_ago = time.time() - 7200
+    os.utime(journal, (two_hours_ago, two_hours_ago))
+    pruned = openspec("resume", "--prune", "--older-than", "1h", env=env, check=True)
+    assert f"removed unfinished tree copy '{src}' -> '{backup}' (idle for 2.0 h)" in pruned.stderr
+    assert not journal.exists()
+    assert not marker.exists()
+    assert "tree" not in openspec("resume", env=env, check=True).stdout
+    # Forgotten: the same copy now follows cp's rule into the existing directory.
+    openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+    assert (backup / "src" / "sub" / "c.bin").exists()
+
+
+def test_prune_forgets_a_tree_copy_whose_directory_is_gone(
+    env: dict[str, str], cut_short_tree: tuple[Path, Path]
+) -> None:
+    src, backup = cut_short_tree
+    shutil.rmtree(backup)
+    (Path(env[STATE]) / "trees" / "0123456789abcdef.jsonl").write_text("not a journal\n")
+
+    listed = openspec("resume", env=env, check=True).stdout
+    assert f"'{src}' -> '{backup}': '{backup}' no longer holds it (forget it: " in listed
+    assert "unreadable journal" in listed
+    pruned = openspec("resume", "--prune", env=env, check=True)
+    assert f"journal of a tree copy ('{backup}' no longer holds it)" in pruned.stderr
+    assert "journal of a tree copy (unreadable)" in pruned.stderr
+    assert tree_journals(env) == []
+    assert "tree" not in openspec("resume", env=env, check=True).stdout
 
 
 def test_a_completed_file_changed_since_is_copied_again(
