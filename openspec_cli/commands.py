@@ -205,7 +205,10 @@ def copy(
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
         rate = size_option(limit_rate, "--limit-rate")
         memory = size_option(max_memory, "--max-memory")
-        with progress("copy", progress_mode, quiet, as_json) as observer:
+        with (
+            _json_on_refusal("copy", as_json),
+            progress("copy", progress_mode, quiet, as_json) as observer,
+        ):
             result = api.copy(
                 paths[:-1],
                 paths[-1],
@@ -230,6 +233,18 @@ def copy(
             for err in result.errors:
                 say(err.message)
             raise SystemExit(max(int(err.exit_code) for err in result.errors))
+
+
+@contextlib.contextmanager
+def _json_on_refusal(command: str, as_json: bool) -> Iterator[None]:
+    """With ``--json``, a refusal still prints the object (no files, the reason in ``errors``):
+    a script reading stdout must not get nothing. An interrupt prints none: it is no answer."""
+    try:
+        yield
+    except OpenspecError as refused:
+        if as_json and not isinstance(refused, Interrupted):
+            _report([], command, True, True, errors=[refused])
+        raise
 
 
 def _report(
@@ -393,7 +408,10 @@ def resume(
                 say(line)
             results: list[Any] = []
             errors: list[OpenspecError] = []
-            with progress("resume", progress_mode, quiet, as_json) as observer:
+            with (
+                _json_on_refusal("resume", as_json),
+                progress("resume", progress_mode, quiet, as_json) as observer,
+            ):
                 for i in ids:
                     try:
                         results.append(

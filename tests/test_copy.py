@@ -367,6 +367,32 @@ def test_json_reports_skipped_files(runner: CliRunner, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a").read_bytes() == b"keep"
 
 
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["copy", "--json", "{tmp}/missing", "{tmp}/out"], "cannot stat '{tmp}/missing'"),
+        (["copy", "--json", "{tmp}/a", "{tmp}/a"], "are the same file"),
+        (["resume", "--json", "0badcafe"], "no interrupted transfer with id 0badcafe"),
+    ],
+)
+def test_json_still_answers_when_the_command_is_refused(
+    runner: CliRunner, tmp_path: Path, args: list[str], reason: str
+) -> None:
+    """A script reading stdout gets the object with the reason, not nothing."""
+    write_random(tmp_path / "a", 10)
+
+    result = invoke(runner, [a.format(tmp=tmp_path) for a in args])
+
+    assert result.exit_code == 2
+    summary = json.loads(result.stdout)
+    assert summary["command"] == args[0]
+    assert summary["files"] == []
+    assert summary["totals"]["bytes"] == 0
+    (error,) = summary["errors"]
+    assert reason.format(tmp=tmp_path) in error
+    assert result.stderr == f"openspec: {error}\n"
+
+
 def test_long_destination_name_that_the_filesystem_allows(
     runner: CliRunner, tmp_path: Path
 ) -> None:
