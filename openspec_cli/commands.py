@@ -519,7 +519,8 @@ def verify(
         if against is not None:
             if STDIN_NAME in [*targets, against]:
                 raise UsageError("--against compares files; it does not read standard input")
-            verifying.run_compare(targets, against, recursive)
+            with progress("verify", progress_mode) as observer:
+                verifying.run_compare(targets, against, recursive, limiter, observer)
             return
         if check:
             from openspec_cli import sumfiles

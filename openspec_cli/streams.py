@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 
 from openspec_cli import hashing
@@ -234,8 +235,18 @@ def _read_full(fd: int, buf: memoryview) -> int:
     return got
 
 
-def compare_files(left: str, right: str, chunk: int = MAX_CHUNK) -> Difference | None:
-    """Compare two files byte for byte; None when they are identical."""
+def compare_files(
+    left: str,
+    right: str,
+    chunk: int = MAX_CHUNK,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+) -> Difference | None:
+    """Compare two files byte for byte; None when they are identical.
+
+    ``observer`` sees one stream per comparison, its size that of ``left``; ``limiter`` paces
+    the reading of each file (both are read at that rate, side by side).
+    """
     for path in (left, right):
         if os.path.isdir(path):
             raise UsageError(f"'{path}': Is a directory (use -r to compare trees)")
@@ -249,21 +260,43 @@ def compare_files(left: str, right: str, chunk: int = MAX_CHUNK) -> Difference |
         except OSError as err:
             raise from_os_error(err, right) from err
         try:
-            return _compare_fds(left, right, lfd, rfd, chunk)
+            st = os.fstat(lfd)
+            total = st.st_size if stat.S_ISREG(st.st_mode) else None
+            stats = StreamStats(name=os.path.basename(left), total=total)
+            watcher = observer or NullObserver()
+            if limiter is not None:
+                chunk = limiter.chunk(chunk)
+            watcher.stream_started(stats)
+            try:
+                return _compare_fds(left, right, lfd, rfd, chunk, stats, limiter)
+            finally:
+                stats.finished = time.monotonic()
+                watcher.stream_finished(stats)
         finally:
             os.close(rfd)
     finally:
         os.close(lfd)
 
 
-def _compare_fds(left: str, right: str, lfd: int, rfd: int, chunk: int) -> Difference | None:
+def _compare_fds(
+    left: str,
+    right: str,
+    lfd: int,
+    rfd: int,
+    chunk: int,
+    stats: StreamStats,
+    limiter: RateLimiter | None,
+) -> Difference | None:
     lbuf, rbuf = memoryview(bytearray(chunk)), memoryview(bytearray(chunk))
     offset = 0
     while True:
+        if limiter is not None and offset:
+            limiter.throttle(chunk)
         try:
             ln, rn = _read_full(lfd, lbuf), _read_full(rfd, rbuf)
         except OSError as err:
             raise TransferIOError(f"'{left}' / '{right}': {describe_os_error(err)}") from err
+        stats.done += min(ln, rn)
         common = min(ln, rn)
         if lbuf[:common] != rbuf[:common]:
             return Difference(
@@ -280,7 +313,12 @@ def _compare_fds(left: str, right: str, lfd: int, rfd: int, chunk: int) -> Diffe
         offset += ln
 
 
-def compare_trees(left: str, right: str) -> list[Difference]:
+def compare_trees(
+    left: str,
+    right: str,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+) -> list[Difference]:
     """Compare two directory trees: names present on one side only, and differing files."""
     for path in (left, right):
         if not os.path.isdir(path):
@@ -296,7 +334,7 @@ def compare_trees(left: str, right: str) -> list[Difference]:
             reason = f"symlink '{rel}' points to '{os.readlink(lp)}' and '{os.readlink(rp)}'"
             diffs.append(Difference(lp, rp, None, reason))
         elif lkind == "a file":
-            diff = compare_files(lp, rp)
+            diff = compare_files(lp, rp, limiter=limiter, observer=observer)
             if diff is not None:
                 diffs.append(diff)
     return diffs

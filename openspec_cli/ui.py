@@ -53,9 +53,10 @@ def human_eta(seconds: float | None) -> str:
 class RateWindow:
     """Throughput over the last few seconds of samples, so the rate shown reacts but is steady."""
 
-    def __init__(self, span: float = 3.0) -> None:
+    def __init__(self, span: float = 3.0, start: tuple[float, int] | None = None) -> None:
+        """``start``: (time, bytes done) when counting began, so the first sample has a rate."""
         self.span = span
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, int]] = deque([start] if start else [])
 
     def add(self, now: float, done: int) -> float:
         """Record a sample and return bytes per second across the window."""
@@ -83,7 +84,7 @@ class Dashboard:
         self.done_retries = 0
         self.done_checkpoints = 0
         self._rates: dict[int, RateWindow] = {}
-        self._total_rate = RateWindow()
+        self._total_rate = RateWindow(start=(clock(), 0))
         self.engine: EngineView | None = None
 
     def engine_attached(self, engine: EngineView) -> None:
@@ -94,7 +95,7 @@ class Dashboard:
         """Show a new row."""
         with self._lock:
             self.active.append(stats)
-            self._rates[id(stats)] = RateWindow()
+            self._rates[id(stats)] = RateWindow(start=(self._clock(), stats.done))
 
     def stream_finished(self, stats: StreamStats) -> None:
         """Fold the row into the finished counters."""

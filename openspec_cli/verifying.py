@@ -152,14 +152,20 @@ def run_check(
     return code
 
 
-def run_compare(paths: list[str], other: str, recursive: bool) -> None:
+def run_compare(
+    paths: list[str],
+    other: str,
+    recursive: bool,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+) -> None:
     """Compare one file (or tree) with another; raises MismatchError on the first difference."""
     if len(paths) != 1:
         raise OpenspecError("--against takes exactly one FILE", ExitCode.USAGE)
     left = paths[0]
     if recursive:
-        diffs = compare_trees(left, other)
+        diffs = compare_trees(left, other, limiter, observer)
     else:
-        diff = compare_files(left, other)
+        diff = compare_files(left, other, limiter=limiter, observer=observer)
         diffs = [diff] if diff else []
     require_identical(diffs)

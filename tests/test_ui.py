@@ -18,7 +18,7 @@ import xxhash
 from rich.console import Console
 
 from openspec_cli.engine import StreamStats
-from openspec_cli.ui import Dashboard, RateWindow, human_bytes, human_eta
+from openspec_cli.ui import Dashboard, ProgressLog, RateWindow, human_bytes, human_eta
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,19 @@ def test_dashboard_shows_each_stream_rate_and_chunk() -> None:
     assert "0 done, 1 active" in text
     board.stream_finished(stats)
     assert "1 done, 0 active" in render_text(board)
+
+
+def test_the_first_sample_already_has_a_rate() -> None:
+    """Rates count from when the stream (and the board) started, not from the first sample."""
+    clock = Clock()
+    log = ProgressLog("copy", io.StringIO(), mode="plain", clock=clock)
+    stats = StreamStats(name="disk.img", total=8 << 20, chunk_size=256 << 10)
+    log.stream_started(stats)
+    clock.now += 2.0
+    stats.done = 4 << 20
+    assert "2.0 MiB/s" in render_text(log)
+    log.sample()
+    assert log.stream.getvalue().endswith("4.0 MiB moved, 2.0 MiB/s\n")  # type: ignore[attr-defined]
 
 
 def run_in_pty(

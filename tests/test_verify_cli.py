@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,26 @@ def test_against_files_of_different_lengths(runner: CliRunner, tmp_path: Path, s
         assert code == MISMATCH
         line = assert_one_error_line(stderr, left, right)
         assert offset_in(line) == short
+
+
+def test_against_is_paced_by_limit_rate_and_shows_progress(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    data = write_random(tmp_path / "a", 2 * MIB)
+    (tmp_path / "b").write_bytes(data)
+    args = ["verify", "-L", "1M", "--progress", "json", str(tmp_path / "a")]
+
+    started = time.monotonic()
+    result = invoke(runner, [*args, "--against", str(tmp_path / "b")])
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 0, result.stderr
+    assert elapsed >= 1.5
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    finish = next(e for e in events if e["event"] == "finish")
+    assert (start["name"], start["total"]) == ("a", 2 * MIB)
+    assert finish["bytes"] == 2 * MIB
 
 
 def make_tree(root: Path) -> None:
