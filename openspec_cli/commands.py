@@ -24,6 +24,7 @@ from openspec_cli.errors import (
     Interrupted,
     OpenspecError,
     UsageError,
+    write_stderr,
 )
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
@@ -50,8 +51,7 @@ settings = Settings()
 
 def say(message: str) -> None:
     """One line on stderr, prefixed like coreutils do."""
-    sys.stderr.write(f"{PROG}: {message}\n")
-    sys.stderr.flush()
+    write_stderr(f"{PROG}: {message}\n")
 
 
 def _silence_stdout() -> None:
@@ -452,7 +452,7 @@ def cat(
         if result.digest is not None and result.algo is not None:
             # A bare sum line (no "openspec:" prefix), so `2> SUMS` gives a usable sum file.
             name = hashing.display_name_for_stdin(result.algo)
-            sys.stderr.write(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
+            write_stderr(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
 
 
 # ---------------------------------------------------------------------------- verify

@@ -9,6 +9,12 @@ from __future__ import annotations
 import enum
 import os
 import stat
+import sys
+
+#: False when running, True for mypy (see engine.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 class ExitCode(enum.IntEnum):
@@ -107,3 +113,19 @@ def kind_name(mode: int) -> str:
         if test(mode):
             return name
     return "a special file"
+
+
+def write_stderr(text: str, stream: TextIO | None = None) -> None:
+    """Write to stderr (or ``stream``) with file names as their bytes, as coreutils print them.
+
+    Names that are not valid UTF-8 come to Python as surrogate escapes, which ``sys.stderr``
+    would print as ``\\udcff``; encoded back here, 'bad\\xffname' reads as on the command line.
+    """
+    stream = stream or sys.stderr
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(text)
+    else:
+        stream.flush()
+        buffer.write(text.encode(stream.encoding or "utf-8", "surrogateescape"))
+    stream.flush()

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from openspec_cli.engine import StreamStats
+from openspec_cli.errors import write_stderr
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
@@ -354,5 +355,4 @@ class ProgressLog(Dashboard):
         self._write(json.dumps({"t": round(time.time(), 3), **event}))
 
     def _write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        write_stderr(line + "\n", self.stream)

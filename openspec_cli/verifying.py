@@ -19,6 +19,7 @@ from openspec_cli.errors import (
     TransferIOError,
     describe_os_error,
     from_os_error,
+    write_stderr,
 )
 from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path, require_identical
 
@@ -147,7 +148,7 @@ def run_check(
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
         for line in report.stderr:
-            sys.stderr.write(line + "\n")
+            write_stderr(line + "\n")
         code = max(code, report.exit_code)
     return code
 

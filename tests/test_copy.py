@@ -393,6 +393,21 @@ def test_json_still_answers_when_the_command_is_refused(
     assert result.stderr == f"openspec: {error}\n"
 
 
+def test_names_that_are_not_utf8_are_printed_as_their_bytes(tmp_path: Path) -> None:
+    """As cp and sha256sum print them, not as Python's '\\udcff' escapes."""
+    name = os.fsdecode(b"bad\xffname")
+    write_random(tmp_path / name, 2 * MIB)
+
+    same = run_openspec(["copy", name, name], cwd=tmp_path)
+    plain = run_openspec(["copy", "--progress", "plain", name, "out"], cwd=tmp_path)
+
+    assert same.returncode == 2
+    assert same.stderr == b"openspec: 'bad\xffname' and 'bad\xffname' are the same file\n"
+    assert plain.returncode == 0
+    assert b": bad\xffname (2.0 MiB)\n" in plain.stderr
+    assert b"udc" not in same.stderr + plain.stderr
+
+
 def test_long_destination_name_that_the_filesystem_allows(
     runner: CliRunner, tmp_path: Path
 ) -> None:
