@@ -85,6 +85,8 @@ class Dashboard:
         self.done_retries = 0
         self.done_checkpoints = 0
         self._rates: dict[int, RateWindow] = {}
+        #: Where each active stream started: a resume's verified prefix was not moved by us.
+        self._starts: dict[int, int] = {}
         self._total_rate = RateWindow(start=(clock(), 0))
         self.engine: EngineView | None = None
 
@@ -97,6 +99,7 @@ class Dashboard:
         with self._lock:
             self.active.append(stats)
             self._rates[id(stats)] = RateWindow(start=(self._clock(), stats.done))
+            self._starts[id(stats)] = stats.done
 
     def stream_finished(self, stats: StreamStats) -> None:
         """Fold the row into the finished counters."""
@@ -105,9 +108,18 @@ class Dashboard:
                 self.active.remove(stats)
             self._rates.pop(id(stats), None)
             self.done_files += 1
-            self.done_bytes += stats.done
+            self.done_bytes += stats.done - self._starts.pop(id(stats), 0)
             self.done_retries += stats.retries
             self.done_checkpoints += stats.checkpoints
+
+    @property
+    def _copies(self) -> bool:
+        """Only copies checkpoint and retry; cat and verify have nothing to count there."""
+        return self.title in ("copy", "resume")
+
+    def _moved(self, stats: StreamStats) -> int:
+        """Bytes this run moved for an active stream (caller holds the lock)."""
+        return stats.done - self._starts.get(id(stats), 0)
 
     def render(self) -> RenderableType:
         """The panel as it is now: a row per active stream and an engine footer."""
@@ -121,7 +133,7 @@ class Dashboard:
             rows = [
                 (s, self._rates[id(s)].add(now, s.done)) for s in active if id(s) in self._rates
             ]
-            moved = self.done_bytes + sum(s.done for s in active)
+            moved = self.done_bytes + sum(self._moved(s) for s in active)
             retries = self.done_retries + sum(s.retries for s in active)
             checkpoints = self.done_checkpoints + sum(s.checkpoints for s in active)
             done_files = self.done_files
@@ -132,11 +144,11 @@ class Dashboard:
             table.add_row(*self._row(stats, rate))
         chunk = max((s.chunk_size for s in active), default=0)
         rate = self._total_rate.add(now, moved)
+        durable = f" | {checkpoints} checkpoints | {retries} retries" if self._copies else ""
         footer = Text(
             f"{self.title}: {done_files} done, {len(active)} active | "
             f"{human_bytes(moved)} moved | {human_rate(rate)} | "
-            f"chunk {human_bytes(chunk) if chunk else '-'} | "
-            f"{checkpoints} checkpoints | {retries} retries",
+            f"chunk {human_bytes(chunk) if chunk else '-'}{durable}",
             style="dim",
         )
         parts: list[RenderableType] = [table, footer]
@@ -295,7 +307,7 @@ class ProgressLog(Dashboard):
                 for s in self.active
                 if id(s) in self._rates
             ]
-            moved = self.done_bytes + sum(s.done for s, _ in rows)
+            moved = self.done_bytes + sum(self._moved(s) for s, _ in rows)
             done_files = self.done_files
         rate = self._total_rate.add(now, moved)
         snap = self.engine.snapshot() if self.engine is not None else None

@@ -238,6 +238,31 @@ def test_engine_footer_shows_level_score_split_memory_and_streams() -> None:
     assert "4 checkpoints | 1 retries" in text
 
 
+def test_a_resumed_stream_counts_only_what_this_run_moves() -> None:
+    clock = Clock()
+    board = Dashboard("resume", clock=clock)
+    stats = StreamStats(name="disk.img", total=8 << 20)
+    stats.done = 6 << 20  # the verified prefix: already there
+    board.stream_started(stats)
+    clock.now += 1.0
+    stats.done = 7 << 20
+    text = render_text(board)
+    assert "7.0 MiB / 8.0 MiB" in text
+    assert "| 1.0 MiB moved | 1.0 MiB/s |" in text
+    stats.done = 8 << 20
+    board.stream_finished(stats)
+    assert board.done_bytes == 2 << 20
+
+
+@pytest.mark.parametrize(("title", "shown"), [("copy", True), ("resume", True), ("verify", False)])
+def test_only_copies_count_checkpoints_and_retries(title: str, shown: bool) -> None:
+    board = Dashboard(title, clock=Clock())
+    board.stream_started(StreamStats(name="f", total=10))
+    text = render_text(board)
+    assert ("0 checkpoints | 0 retries" in text) == shown
+    assert "chunk" in text
+
+
 def test_finished_streams_are_folded_into_counters() -> None:
     board = Dashboard("copy", clock=Clock())
     for i in range(1000):
