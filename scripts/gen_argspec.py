@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from typer import _click
+import typer
 from typer.core import TyperArgument, TyperOption
 from typer.main import get_command
 
@@ -39,6 +39,12 @@ class SpecError(Exception):
     """The app declares something launch.py cannot parse exactly; the message says what."""
 
 
+def is_a(value: object, class_name: str) -> bool:
+    """isinstance by click's class name: typer 0.28 vendors click privately (typer._click),
+    older versions use click itself, and only the names are the same in both."""
+    return any(cls.__name__ == class_name for cls in type(value).__mro__)
+
+
 def _kind(command: str, param: TyperOption) -> tuple[str, int | None]:
     where = f"{command} {'/'.join(param.opts)}"
     if param.multiple or param.count or param.secondary_opts or param.nargs != 1:
@@ -53,26 +59,27 @@ def _kind(command: str, param: TyperOption) -> tuple[str, int | None]:
         return "algo", None
     if param.callback is not None:
         raise SpecError(f"{where}: its callback would not run; teach launch.py its check")
-    if isinstance(param.type, _click.types.IntRange):
-        minimum = param.type.min
-        if param.type.max is not None or param.type.min_open or param.type.clamp:
+    if is_a(param.type, "IntRange"):
+        bounds: Any = param.type
+        minimum = bounds.min
+        if bounds.max is not None or bounds.min_open or bounds.clamp:
             raise SpecError(f"{where}: only a closed lower bound is supported")
         if minimum is not None and not isinstance(minimum, int):
             raise SpecError(f"{where}: the lower bound of an int must be an int")
         return "int", minimum
-    if isinstance(param.type, _click.types.StringParamType):
+    if is_a(param.type, "StringParamType"):
         return "text", None
     raise SpecError(f"{where}: type {param.type!r} is not supported")
 
 
 def command_spec(
-    root: _click.Context, name: str
+    root: typer.Context, name: str
 ) -> tuple[tuple[str, bool], dict[str, Any], dict[str, Any]]:
     """(argument, options, defaults) of one command of the group in ``root``."""
     command = root.command.get_command(root, name)  # type: ignore[attr-defined]
     if command is None:
         raise SpecError(f"no command {name!r}")
-    ctx = _click.Context(command, info_name=name, parent=root)
+    ctx = typer.Context(command, info_name=name, parent=root)
     argument: tuple[str, bool] | None = None
     options: dict[str, tuple[str, str, int | None]] = {}
     defaults: dict[str, Any] = {}
@@ -112,7 +119,7 @@ def _block(name: str, entries: dict[str, Any]) -> list[str]:
 
 def render() -> str:
     """The module's source: three tables keyed by command name."""
-    root = _click.Context(get_command(cli.app), info_name="openspec")
+    root = typer.Context(get_command(cli.app), info_name="openspec")
     specs = {name: command_spec(root, name) for name in FAST_COMMANDS}
     lines = ["ARGUMENTS: dict[str, tuple[str, bool]] = {"]
     lines += [f"    {_literal(name)}: {_literal(spec[0])}," for name, spec in specs.items()]

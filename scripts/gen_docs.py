@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gen_argspec
 import typer
-from typer import _click
 from typer._types import TyperChoice
 from typer.core import TyperArgument, TyperGroup, TyperOption
 from typer.main import get_command
@@ -201,12 +200,12 @@ def _option_values(param: TyperOption, metavar: str | None) -> Values:
         return Values("words", hashing.ALGORITHMS)
     if isinstance(param.type, TyperPath):
         return Values("dir" if not param.type.file_okay else "file")
-    if isinstance(param.type, _click.types.File) or metavar in PATH_METAVARS:
+    if gen_argspec.is_a(param.type, "File") or metavar in PATH_METAVARS:
         return Values("file")
     return Values("text")
 
 
-def _default_text(param: TyperOption, ctx: _click.Context) -> str | None:
+def _default_text(param: TyperOption, ctx: typer.Context) -> str | None:
     if isinstance(param.show_default, str):
         return param.show_default
     if not param.show_default:
@@ -223,9 +222,9 @@ def _default_text(param: TyperOption, ctx: _click.Context) -> str | None:
     return str(default.value if isinstance(default, Enum) else default)
 
 
-def _limits_text(param_type: _click.types.ParamType) -> str | None:
+def _limits_text(param_type: Any) -> str | None:
     """``At least 1.`` for a number range, like the ``[x>=1]`` that --help shows."""
-    if not isinstance(param_type, _click.types._NumberRangeBase):
+    if not gen_argspec.is_a(param_type, "_NumberRangeBase"):
         return None
     low = high = None
     if param_type.min is not None:
@@ -241,7 +240,7 @@ def _flag_order(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(flags, key=lambda f: f.startswith("--")))
 
 
-def _option(param: TyperOption, ctx: _click.Context, markup_mode: object) -> Option:
+def _option(param: TyperOption, ctx: typer.Context, markup_mode: object) -> Option:
     flags = _flag_order([*param.opts, *param.secondary_opts])
     metavar = None
     if not (param.is_flag or param.count):
@@ -267,10 +266,10 @@ def _argument(param: TyperArgument, markup_mode: object) -> Argument:
 
 
 def build_tree(
-    command: _click.Command, path: tuple[str, ...] = (PROG,), parent: _click.Context | None = None
+    command: Any, path: tuple[str, ...] = (PROG,), parent: typer.Context | None = None
 ) -> Node:
     """Read a click command (and everything under it) into plain, comparable data."""
-    ctx = _click.Context(command, info_name=path[-1], parent=parent, **command.context_settings)
+    ctx = typer.Context(command, info_name=path[-1], parent=parent, **command.context_settings)
     markup_mode = getattr(command, "rich_markup_mode", None)
     options: list[Option] = []
     arguments: list[Argument] = []
