@@ -509,12 +509,12 @@ class Pump:
         return self.stats.done
 
     def _loop_read_ahead(self, own: memoryview, spare: list[memoryview]) -> None:
-        from _queue import SimpleQueue
+        import queue
 
         assert self.hasher is not None
         hasher, src = self.hasher, self.src
-        requests: SimpleQueue[tuple[int, memoryview] | None] = SimpleQueue()
-        results: SimpleQueue[int | BaseException] = SimpleQueue()
+        requests: queue.SimpleQueue[tuple[int, memoryview] | None] = queue.SimpleQueue()
+        results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
 
         def helper() -> None:
             while (request := requests.get()) is not None:

@@ -260,22 +260,36 @@ def compare_files(
         except OSError as err:
             raise from_os_error(err, right) from err
         try:
-            st = os.fstat(lfd)
-            total = st.st_size if stat.S_ISREG(st.st_mode) else None
-            stats = StreamStats(name=os.path.basename(left), total=total)
             watcher = observer or NullObserver()
-            if limiter is not None:
-                chunk = limiter.chunk(chunk)
-            watcher.stream_started(stats)
-            try:
-                return _compare_fds(left, right, lfd, rfd, chunk, stats, limiter)
-            finally:
-                stats.finished = time.monotonic()
-                watcher.stream_finished(stats)
+            return _compare_watched(left, right, lfd, rfd, chunk, limiter, watcher)
         finally:
             os.close(rfd)
     finally:
         os.close(lfd)
+
+
+def _compare_watched(
+    left: str,
+    right: str,
+    lfd: int,
+    rfd: int,
+    chunk: int,
+    limiter: RateLimiter | None,
+    observer: Observer,
+) -> Difference | None:
+    """The comparison as one stream the observer sees, sized by the left file."""
+    st = os.fstat(lfd)
+    stats = StreamStats(
+        name=os.path.basename(left), total=st.st_size if stat.S_ISREG(st.st_mode) else None
+    )
+    if limiter is not None:
+        chunk = limiter.chunk(chunk)
+    observer.stream_started(stats)
+    try:
+        return _compare_fds(left, right, lfd, rfd, chunk, stats, limiter)
+    finally:
+        stats.finished = time.monotonic()
+        observer.stream_finished(stats)
 
 
 def _compare_fds(
