@@ -104,13 +104,18 @@ class CopyOptions(Record):
         self.pacer = pacer
         self.no_cache = no_cache
 
-    def persistent(self) -> dict[str, Any]:
-        """The options a later ``resume`` must honour, stored in the checkpoint."""
+    def persistent(self, dest: str) -> dict[str, Any]:
+        """The options a later ``resume`` must honour, stored in the checkpoint.
+
+        ``dest`` as the user spelled it: the name the ``--sums`` line gives the file, so that a
+        line written by ``resume`` reads like those the copy itself wrote.
+        """
         return {
             "verify": self.verify,
             "fsync": self.fsync,
             # Absolute: resume may run from another directory.
             "sums": os.path.abspath(self.sums_path) if self.sums_path else None,
+            "sums_name": dest if self.sums_path else None,
             "checkpoint_every": self.checkpoint_every,
             "no_clobber": self.no_clobber,
         }
@@ -524,15 +529,16 @@ def _start(src: str, dest: str, options: CopyOptions, observer: Observer) -> Tra
     except OSError as err:
         raise from_os_error(err, src) from err
     try:
-        return _start_open(src, src_fd, os.path.abspath(dest), options, observer)
+        return _start_open(src, src_fd, dest, options, observer)
     except BaseException:
         os.close(src_fd)
         raise
 
 
 def _start_open(
-    src: str, src_fd: int, dest: str, options: CopyOptions, observer: Observer
+    src: str, src_fd: int, spelled: str, options: CopyOptions, observer: Observer
 ) -> Transfer:
+    dest = os.path.abspath(spelled)
     st = os.fstat(src_fd)
     # A sparse copy needs about what the source holds, not its length.
     sparse = is_sparse(st)
@@ -548,7 +554,7 @@ def _start_open(
         algo=options.algo,
         size=st.st_size,
         owner=ckpt.Owner.current(),
-        options=options.persistent(),
+        options=options.persistent(spelled),
     )
     if keeps_checkpoint(st.st_size):
         ckpt.save(cp)
@@ -643,13 +649,16 @@ def resume(
         _refuse_newer_dest(cp)
     if options.restart:
         discard(cp)
-        result = _start(cp.source.path, cp.dest, opts, observer).run()
+        again = _start(cp.source.path, cp.dest, opts, observer)
+        again.cp.options["sums_name"] = cp.options.get("sums_name")
+        result = again.run()
     else:
         result = _reopen(cp, opts, observer).run()
     if opts.sums_path:
         from openspec_cli.tree import append_sum_line
 
-        append_sum_line(opts.sums_path, result)
+        name = cp.options.get("sums_name")
+        append_sum_line(opts.sums_path, result.replace(dest=name) if name else result)
     return result
 
 

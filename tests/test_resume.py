@@ -457,13 +457,15 @@ def test_a_destination_written_after_the_interruption_is_not_replaced(
 def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
+    """The SUMS file is found from anywhere, and its line names the copy as the user spelled
+    it, like the lines the copy itself writes (sha256sum -c runs where the copy ran)."""
     (tmp_path / "job").mkdir()
     (tmp_path / "elsewhere").mkdir()
-    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src = tmp_path / "src.bin"
     data = make_source(src, PACED_SIZE)
     proc = subprocess.Popen(
         [sys.executable, "-m", "openspec_cli", "copy", "-L", "4M", "--sums", "SUMS", str(src),
-         str(dst)],
+         "dst.bin"],
         cwd=tmp_path / "job", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for_progress(env, 1 << 20, proc)
@@ -477,8 +479,9 @@ def test_sums_path_is_kept_absolute_for_a_resume_elsewhere(
     )  # fmt: skip
 
     assert not (tmp_path / "elsewhere" / "SUMS").exists()
+    assert (tmp_path / "job" / "dst.bin").read_bytes() == data
     digest = xxhash.xxh3_128(data).hexdigest()
-    assert (tmp_path / "job" / "SUMS").read_text().startswith(digest)
+    assert (tmp_path / "job" / "SUMS").read_text() == f"{digest}  dst.bin\n"
 
 
 def make_source_tree(root: Path) -> dict[str, bytes]:
