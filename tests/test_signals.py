@@ -169,3 +169,35 @@ def test_sigint_during_cat_with_a_stalled_consumer_stops_without_draining(
         pytest.fail("openspec cat ignored Ctrl-C until its output pipe was drained")
 
     assert proc.returncode == INTERRUPTED
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["digests", "check"])
+def test_sigterm_stops_a_verify_of_several_files(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]], check: bool
+) -> None:
+    """Not just the file being hashed: the rest are not started, and with -c the file that
+    was cut short is not reported FAILED (sha256sum -c simply dies)."""
+    names = ["a", "b", "c"]
+    for i, name in enumerate(names):
+        write_random(tmp_path / name, 2 * MIB, seed=i)
+    if check:
+        done = subprocess.run(
+            [sys.executable, "-m", "openspec_cli", "verify", *names],
+            cwd=tmp_path, capture_output=True, check=True,
+        )  # fmt: skip
+        (tmp_path / "SUMS").write_bytes(done.stdout)
+    targets = ["-c", "SUMS"] if check else names
+    proc = start_openspec(["verify", "-L", "1M", "--progress", "json", *targets], cwd=tmp_path)
+    background.append(proc)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first file has started: the SIGTERM handler is in place
+        if json.loads(line)["event"] == "start":
+            break
+
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == TERMINATED, err
+    assert out == b""
+    assert b"FAILED" not in err
+    assert err.decode().splitlines()[-1] == "openspec: terminated"
