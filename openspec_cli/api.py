@@ -86,6 +86,10 @@ def copy(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
             journal=journal,
         )  # fmt: skip
+        if journal is not None and not report.errors:
+            journal.finish()
+            if not new_tree:  # a run that finishes an interrupted one tidies up after it
+                _tidy_after(steps, sums, report, started)
     except (Interrupted, KeyboardInterrupt) as exc:
         if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
             raise  # its own hint: openspec resume ID
@@ -94,10 +98,9 @@ def copy(
         code = exc.exit_code if isinstance(exc, Interrupted) else ExitCode.INTERRUPTED
         hint = "interrupted; to finish, run the same copy again"
         raise Interrupted(hint, code) from None
-    if journal is not None and not report.errors:
-        journal.finish()
-        if not new_tree:  # a run that finishes an interrupted one tidies up after it
-            _tidy_after(steps, sums, report, started)
+    finally:
+        if journal is not None:
+            journal.release()
     return report
 
 

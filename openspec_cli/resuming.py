@@ -99,6 +99,8 @@ def tree_line(tree: TreeCopy, now: float) -> str:
     if not tree.in_place:
         return f"{where}: '{tree.dest}' no longer holds it (forget it: openspec resume --prune)"
     files = "1 file" if tree.files_done == 1 else f"{tree.files_done} files"
+    if tree.running:
+        return f"{where}: running, {files} done"
     return f"{where}: {files} done, last {_age(now - tree.updated)} ago"
 
 

@@ -494,9 +494,7 @@ def copy_all(
     governor.cleanup.register("unreferenced memory", Priority.DEFERRED, gc.collect)
     options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
-    file_steps = prepare_tree(steps, options)
-    if journal is not None:
-        journal.made_root()
+    file_steps = prepare_tree(steps, options, journal.made_root if journal is not None else None)
     known = known_transfers()
 
     def task(step: Step) -> Callable[[], object]:

@@ -16,6 +16,11 @@ from openspec_cli.errors import from_os_error
 from openspec_cli.plan import Step
 from openspec_cli.transfer import CopyOptions, FileResult
 
+#: False when running, True for mypy (see engine.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def _copy_link(step: Step, options: CopyOptions) -> None:
     if os.path.lexists(step.dest):
@@ -25,13 +30,23 @@ def _copy_link(step: Step, options: CopyOptions) -> None:
     os.symlink(os.readlink(step.source), step.dest)
 
 
-def prepare_tree(steps: list[Step], options: CopyOptions) -> list[Step]:
-    """Make the directories and symlinks of a plan; return the file steps left to copy."""
+def prepare_tree(
+    steps: list[Step], options: CopyOptions, made_root: Callable[[], None] | None = None
+) -> list[Step]:
+    """Make the directories and symlinks of a plan; return the file steps left to copy.
+
+    ``made_root`` is called as soon as the first directory (the tree's root) exists: a tree
+    copy marks it then, so that an interrupt among thousands of directories still leaves a
+    copy that running it again continues.
+    """
     files: list[Step] = []
     for step in steps:
         try:
             if step.kind == "dir":
                 os.makedirs(step.dest, exist_ok=True)
+                if made_root is not None:
+                    made_root()
+                    made_root = None
             elif step.kind == "link":
                 _copy_link(step, options)
             else:

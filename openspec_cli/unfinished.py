@@ -21,7 +21,8 @@ import os
 import threading
 import time
 
-from openspec_cli.checkpoint import Fingerprint, state_dir
+from openspec_cli.checkpoint import Fingerprint, partial_locked, state_dir, try_lock
+from openspec_cli.errors import UsageError
 from openspec_cli.transfer import FileResult
 from openspec_cli.tree import remove_keeping_dir_times
 
@@ -59,6 +60,7 @@ class TreeJournal:
         self.token = token
         self._done = done
         self._lock = threading.Lock()
+        self._held = -1  # an fd holding the journal's flock while this copy runs
 
     @property
     def marker(self) -> str:
@@ -80,7 +82,9 @@ class TreeJournal:
         }
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
             fh.write(json.dumps(header) + "\n")
-        return cls(path, os.path.abspath(dest), token, {})
+        journal = cls(path, os.path.abspath(dest), token, {})
+        journal._hold(source)
+        return journal
 
     @classmethod
     def reopen(cls, source: str, dest: str) -> TreeJournal | None:
@@ -103,7 +107,29 @@ class TreeJournal:
         if not os.path.isfile(journal.marker):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
+        journal._hold(source)
         return journal
+
+    def _hold(self, source: str) -> None:
+        """Lock the journal while this copy runs: prune must not take it from under us, and a
+        second run of the same copy at the same time must not interleave with this one."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if not try_lock(fd):
+            os.close(fd)
+            raise UsageError(
+                f"a copy of '{source}' into '{self.dest}' is already running; wait for it to end"
+            )
+        self._held = fd
+
+    def release(self) -> None:
+        """This run is over, finished or not: unlock, and date the journal to now, which is
+        when the copy was last worked on (``resume --prune --older-than`` counts from it)."""
+        if self._held < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+        os.close(self._held)
+        self._held = -1
 
     def made_root(self) -> None:
         """Mark the directory the copy made, once it exists (before any file is copied)."""
@@ -117,8 +143,9 @@ class TreeJournal:
             return None
         if not (_unchanged(entry.get("source"), source) and _unchanged(entry.get("copy"), dest)):
             return None
-        size = int(str(entry.get("bytes")))
-        algo, digest = str(entry.get("algo")), str(entry.get("digest"))
+        size, algo, digest = entry.get("bytes"), entry.get("algo"), entry.get("digest")
+        if not (isinstance(size, int) and isinstance(algo, str) and isinstance(digest, str)):
+            return None  # a damaged record vouches for nothing: the file is copied again
         return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size, reused=True)
 
     def done(self, result: FileResult) -> None:
@@ -146,6 +173,9 @@ class TreeJournal:
         """The tree is complete: forget it."""
         remove_keeping_dir_times(self.marker)
         finished(self.path)
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
 
 
 def finished(path: str) -> None:
@@ -192,6 +222,11 @@ class TreeCopy:
         """Whether the directory the copy made is still there with its marker file."""
         return self.marker is not None and os.path.isfile(self.marker)
 
+    @property
+    def running(self) -> bool:
+        """Whether a copy is working on it now (it holds the journal's lock)."""
+        return partial_locked(self.journal)
+
 
 def _read_tree(path: str) -> TreeCopy | None:
     """One journal as a TreeCopy; None if it went away meanwhile."""
@@ -236,6 +271,8 @@ def prune_trees(older_than: float | None, now: float) -> list[str]:
     """
     removed = []
     for tree in list_trees():
+        if tree.running:
+            continue
         if tree.source is None or not tree.in_place:
             why = "unreadable" if tree.source is None else f"'{tree.dest}' no longer holds it"
             with contextlib.suppress(OSError):

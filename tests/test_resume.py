@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from openspec_cli import api
+from openspec_cli.errors import Interrupted
+
 STATE = "OPENSPEC_STATE_DIR"
 
 
@@ -595,6 +598,38 @@ def test_resume_lists_an_unfinished_tree_copy_and_prune_forgets_an_idle_one(
     assert (backup / "src" / "sub" / "c.bin").exists()
 
 
+def test_a_running_tree_copy_is_neither_pruned_nor_run_twice(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    proc = start("copy", "-r", "-L", "4M", str(src), str(backup), env=env)
+    deadline = time.monotonic() + 30
+    while not (tree_journals(env) and list(backup.glob(".openspec-tree.*"))):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (journal,) = tree_journals(env)
+    os.utime(journal, (time.time() - 7200, time.time() - 7200))  # no file completed for 2 h
+
+    pruned = openspec("resume", "--prune", "--older-than", "1h", env=env, check=True)
+    listed = openspec("resume", env=env, check=True).stdout
+    second = openspec("copy", "-r", str(src), str(backup), env=env)
+
+    assert "tree" not in pruned.stderr
+    assert journal.exists()
+    assert f"'{src}' -> '{backup}': running, " in listed
+    assert second.returncode == 2
+    assert second.stderr == (
+        f"openspec: a copy of '{src}' into '{backup}' is already running; wait for it to end\n"
+    )
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert time.time() - journal.stat().st_mtime < 60  # the run that stopped dated it
+    openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+    assert tree_contents(backup) == data
+
+
 def test_prune_forgets_a_tree_copy_whose_directory_is_gone(
     env: dict[str, str], cut_short_tree: tuple[Path, Path]
 ) -> None:
@@ -610,6 +645,61 @@ def test_prune_forgets_a_tree_copy_whose_directory_is_gone(
     assert "journal of a tree copy (unreadable)" in pruned.stderr
     assert tree_journals(env) == []
     assert "tree" not in openspec("resume", env=env, check=True).stdout
+
+
+def test_an_interrupt_while_making_directories_still_leaves_a_copy_to_continue(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tree of many directories can be stopped before any file is copied; running the same
+    copy again must continue into NEW, not start NEW/src."""
+    data = make_source_tree(tmp_path / "src")
+    for i in range(5):
+        (tmp_path / "src" / f"dir{i}").mkdir()
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    real_makedirs = os.makedirs
+    made: list[str] = []
+
+    def makedirs_then_ctrl_c(path: str, *args: object, **kwargs: object) -> None:
+        real_makedirs(path, *args, **kwargs)  # type: ignore[arg-type]
+        if str(path).startswith(str(backup)):
+            made.append(str(path))
+            if len(made) == 3:  # the root and one directory in it are there
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "makedirs", makedirs_then_ctrl_c)
+    with pytest.raises(Interrupted, match="run the same copy again"):
+        api.copy(str(src), str(backup), recursive=True)
+    monkeypatch.undo()
+    monkeypatch.setenv(STATE, env[STATE])
+
+    api.copy(str(src), str(backup), recursive=True)
+
+    assert not (backup / "src").exists()
+    assert tree_contents(backup) == data
+    assert sorted(p.name for p in backup.iterdir() if p.name.startswith("dir")) == [
+        f"dir{i}" for i in range(5)
+    ]
+    assert not list(backup.glob(".openspec-tree.*"))
+
+
+@pytest.mark.parametrize("damage", [{"bytes": "abc"}, {"bytes": None}, {"digest": 7}])
+def test_a_damaged_journal_record_only_costs_a_copy_again(
+    env: dict[str, str], cut_short_tree: tuple[Path, Path], damage: dict[str, object]
+) -> None:
+    src, backup = cut_short_tree
+    (journal,) = tree_journals(env)
+    header, *records = journal.read_text().splitlines()
+    damaged = [json.dumps({**json.loads(r), **damage}) for r in records]
+    journal.write_text("\n".join([header, *damaged]) + "\n")
+
+    again = openspec("copy", "-r", "--json", str(src), str(backup), env=env)
+
+    assert again.returncode == 0, again.stderr
+    assert tree_contents(backup) == tree_contents(src)
+    assert not (backup / "src").exists()
+    for entry in json.loads(again.stdout)["files"]:
+        content = Path(entry["dest"]).read_bytes()
+        assert entry["digest"] == xxhash.xxh3_128(content).hexdigest()
 
 
 def test_a_completed_file_changed_since_is_copied_again(
