@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from openspec_cli.chunking import (
     MAX_CHUNK,
-    MIN_CHUNK,
     STREAMING_TRIGGER,
     ChunkSizer,
     clamp,
@@ -41,8 +40,10 @@ if TYPE_CHECKING:
 #: hashed in a loop: 0.199 s with 256 KiB chunks, 0.230 s with 1 MiB.
 HASH_ONLY_CHUNK = 256 * 1024
 
-#: Under --limit-rate, chunks hold about this fraction of a second of data (see RateLimiter).
+#: Under --limit-rate, chunks hold about this fraction of a second of data (see RateLimiter),
+#: and no less than a page: with the engine's 32 KiB floor, -L 4K moved 32 KiB every 8 s.
 LIMITED_CHUNKS_PER_SECOND = 20
+LIMITED_MIN_CHUNK = 4096
 
 #: Buffers per stream: one being read, one being written, two in flight to absorb jitter.
 POOL_SIZE = 4
@@ -181,7 +182,7 @@ class RateLimiter:
         Measured throughput cannot guide a sizer here anyway: the limiter sets it.
         """
         per_turn = int(self.rate / LIMITED_CHUNKS_PER_SECOND)
-        return clamp(1 << max(per_turn.bit_length() - 1, 0), MIN_CHUNK, ceiling)
+        return clamp(1 << max(per_turn.bit_length() - 1, 0), LIMITED_MIN_CHUNK, ceiling)
 
     def throttle(self, nbytes: int) -> None:
         """Account ``nbytes`` and sleep until sending them keeps us at or under the rate."""
@@ -303,7 +304,7 @@ class Pump:
             ceiling = self._ceiling(pacer.chunk_ceiling if pacer is not None else MAX_CHUNK)
             if limiter is not None:
                 size = limiter.chunk(ceiling)
-                sizer = ChunkSizer(start=size, ceiling=size, window=math.inf)
+                sizer = ChunkSizer(start=size, floor=size, ceiling=size, window=math.inf)
             else:
                 sizer = ChunkSizer(start=initial_chunk_size(stats.total), ceiling=ceiling)
         self.sizer = sizer

@@ -124,8 +124,9 @@ def test_rate_limiter_does_not_sleep_when_source_is_slower() -> None:
         (1024 * MIB, MAX_CHUNK, MAX_CHUNK),
         (1024 * MIB, HASH_ONLY_CHUNK, HASH_ONLY_CHUNK),
         (1 * MIB, MAX_CHUNK, 32 * KIB),
-        (100 * KIB, MAX_CHUNK, 32 * KIB),
-        (1.0, MAX_CHUNK, 32 * KIB),
+        (100 * KIB, MAX_CHUNK, 4 * KIB),
+        (4 * KIB, MAX_CHUNK, 4 * KIB),
+        (1.0, MAX_CHUNK, 4 * KIB),
     ],
 )
 def test_rate_limited_chunks_hold_about_a_twentieth_of_a_second(
