@@ -317,7 +317,7 @@ def _print_copy_summary(
     for r in results:
         if r.skipped:
             say(f"skipped '{r.dest}' (exists)")
-        if r.resumed_from:
+        if r.resumed_from and not r.reused:  # reused ones are counted in the closing line
             say(
                 f"resumed transfer {r.transfer_id} of '{r.source}' at "
                 f"{human_bytes(r.resumed_from)} (verified)"
@@ -336,9 +336,20 @@ def _print_copy_summary(
     if engine is not None and engine.get("highest_level", "NONE") != "NONE":
         verified += f", backpressure up to {engine['highest_level']}"
     sys.stderr.write(
-        f"copied {len(copied)} file(s), {human_bytes(total)} in {seconds:.2f} s "
-        f"({rate}{verified})\n"
+        f"copied {len(copied)} file(s), {human_bytes(total)}{_moved_note(copied, moved, total)} "
+        f"in {seconds:.2f} s ({rate}{verified})\n"
     )
+
+
+def _moved_note(copied: list[Any], moved: int, total: int) -> str:
+    """What this run did not move itself: the rate is of the bytes it moved."""
+    from openspec_cli.ui import human_bytes
+
+    reused = sum(1 for r in copied if r.reused)
+    if moved == total and not reused:
+        return ""
+    unchanged = f", {reused} file(s) unchanged since an earlier run" if reused else ""
+    return f" ({human_bytes(moved)} moved{unchanged})"
 
 
 # ---------------------------------------------------------------------------- resume

@@ -284,6 +284,7 @@ def _compare_watched(
     )
     if limiter is not None:
         chunk = limiter.chunk(chunk)
+    stats.chunk_size = chunk
     observer.stream_started(stats)
     try:
         return _compare_fds(left, right, lfd, rfd, chunk, stats, limiter)

@@ -254,7 +254,8 @@ def list_trees() -> list[TreeCopy]:
     """Every tree copy with a journal, oldest first (by when it last completed a file)."""
     directory = os.path.join(state_dir(), "trees")
     try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".jsonl"))
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".jsonl") and e.is_file())
     except OSError:
         return []
     found = [t for n in names if (t := _read_tree(os.path.join(directory, n))) is not None]

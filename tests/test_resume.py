@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -700,6 +701,22 @@ def test_a_damaged_journal_record_only_costs_a_copy_again(
     for entry in json.loads(again.stdout)["files"]:
         content = Path(entry["dest"]).read_bytes()
         assert entry["digest"] == xxhash.xxh3_128(content).hexdigest()
+
+
+def test_finishing_a_tree_copy_says_what_it_did_not_copy_again(
+    env: dict[str, str], cut_short_tree: tuple[Path, Path]
+) -> None:
+    src, backup = cut_short_tree
+
+    again = openspec("copy", "-r", str(src), str(backup), env=env, check=True)
+
+    assert "resumed transfer None" not in again.stderr
+    closing = again.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        r"copied 4 file\(s\), 40\.0 MiB \([0-9.]+ MiB moved, [12] file\(s\) unchanged since an "
+        r"earlier run\) in [0-9.]+ s \([0-9.]+ [KMG]iB/s\)",
+        closing,
+    ), closing
 
 
 def test_a_completed_file_changed_since_is_copied_again(
