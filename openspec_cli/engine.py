@@ -622,8 +622,59 @@ def all_zero(view: memoryview) -> bool:
     return view.tobytes() == _zeros(n)
 
 
+class HoleMap:
+    """Where a sparse file keeps data and where it has holes, asked of the filesystem
+    (``SEEK_DATA``/``SEEK_HOLE``) through an fd of its own, since seeking moves the offset."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def pieces(self, start: int, end: int) -> list[tuple[int, int, bool]]:
+        """[start, end) cut into (from, to, is_data) runs."""
+        found: list[tuple[int, int, bool]] = []
+        pos = start
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno != errno.ENXIO:
+                    raise
+                data = end  # no data from here on
+            if data > pos:
+                found.append((pos, min(data, end), False))
+                pos = min(data, end)
+                continue
+            hole = min(os.lseek(self.fd, pos, os.SEEK_HOLE), end)
+            found.append((pos, hole, True))
+            pos = hole
+        return found
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def hole_map_of(path: str, like: os.stat_result) -> HoleMap | None:
+    """A HoleMap of the file at ``path`` if it is still the file ``like`` describes and the
+    platform can tell holes from data; else None."""
+    if not hasattr(os, "SEEK_DATA"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (like.st_dev, like.st_ino):
+        os.close(fd)
+        return None
+    return HoleMap(fd)
+
+
 def file_sink(
-    fd: int, writeback: bool = False, drop_cache: bool = False, sparse: bool = False
+    fd: int,
+    writeback: bool = False,
+    drop_cache: bool = False,
+    sparse: bool = False,
+    holes: HoleMap | None = None,
 ) -> Sink:
     """A sink that writes every chunk to ``fd``.
 
@@ -637,14 +688,34 @@ def file_sink(
     else's cached data. Waiting one window behind keeps the device busy meanwhile.
 
     With ``sparse`` (the source has holes), an all-zero chunk is skipped with a seek instead of
-    written, leaving a hole as cp does; the caller sets the final length (``ftruncate``).
+    written, leaving a hole as cp does; the caller sets the final length (``ftruncate``). With
+    ``holes``, the source's own map, a chunk that holds some data is written piece by piece:
+    only its data, so a disk image with a few KiB in every MiB stays as small as it was (whole
+    chunks took 8 MiB for 256 KiB of data in a 64 MiB image). A "hole" that reads as anything
+    but zeros (the source changed meanwhile) is written: what was hashed is what lands.
     """
+    at = [os.lseek(fd, 0, os.SEEK_CUR)] if holes is not None else [0]
 
-    def put(view: memoryview) -> None:
-        if sparse and all_zero(view):
+    def skip_or_write(view: memoryview) -> None:
+        if all_zero(view):
             os.lseek(fd, len(view), os.SEEK_CUR)
         else:
             write_all(fd, view)
+
+    def put(view: memoryview) -> None:
+        if not sparse:
+            write_all(fd, view)
+        elif holes is None or all_zero(view):
+            skip_or_write(view)
+        else:
+            start = at[0]
+            for a, b, data in holes.pieces(start, start + len(view)):
+                piece = view[a - start : b - start]
+                if data:
+                    write_all(fd, piece)
+                else:
+                    skip_or_write(piece)
+        at[0] += len(view)
 
     sync_range = libc_call("sync_file_range") if (writeback or drop_cache) else None
     if sync_range is None:

@@ -20,12 +20,14 @@ from openspec_cli import hashing, retry
 from openspec_cli.checkpoint import PARTIAL_SUFFIX, Checkpoint
 from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER
 from openspec_cli.engine import (
+    HoleMap,
     NullObserver,
     Pump,
     RateLimiter,
     StreamStats,
     drop_read_cache,
     file_sink,
+    hole_map_of,
     libc_call,
     libc_errno,
 )
@@ -325,6 +327,14 @@ class Transfer:
             self.observer.stream_finished(self.stats)
 
     def _pump_with_retries(self) -> None:
+        holes = hole_map_of(self.cp.source.path, os.fstat(self.src_fd)) if self.sparse else None
+        try:
+            self._pump_with_retries_mapped(holes)
+        finally:
+            if holes is not None:
+                holes.close()
+
+    def _pump_with_retries_mapped(self, holes: HoleMap | None) -> None:
         retries_used = 0
         while True:
             try:
@@ -337,6 +347,7 @@ class Transfer:
                         writeback=self.options.fsync,
                         drop_cache=self.options.no_cache,
                         sparse=self.sparse,
+                        holes=holes,
                     ),
                     drop_source_cache=self.options.no_cache,
                     limiter=self.options.limiter,

@@ -832,6 +832,21 @@ def test_a_sparse_source_gives_a_sparse_copy_like_cp(runner: CliRunner, tmp_path
     assert copy.stat().st_blocks * 512 <= 6 * MIB
 
 
+def test_a_sparse_image_with_a_little_data_in_every_mib_stays_small(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Every 1 MiB chunk holds 4 KiB of data: only the data is written (cp: the same)."""
+    data = make_sparse(tmp_path / "image", 64 * MIB, {i * MIB + 100: 4 * KIB for i in range(64)})
+    held = (tmp_path / "image").stat().st_blocks * 512
+
+    result = copy_json(runner, str(tmp_path / "image"), str(tmp_path / "copy"))
+
+    copy = tmp_path / "copy"
+    assert copy.read_bytes() == data
+    assert result["files"][0]["digest"] == xxhash.xxh3_128(data).hexdigest()
+    assert copy.stat().st_blocks * 512 <= held + 64 * KIB
+
+
 def test_destination_symlink_is_written_through_like_cp(runner: CliRunner, tmp_path: Path) -> None:
     data = write_random(tmp_path / "a", 4096)
     (tmp_path / "real").write_bytes(b"old")
