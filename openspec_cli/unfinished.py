@@ -272,20 +272,31 @@ def prune_trees(older_than: float | None, now: float) -> list[str]:
     """
     removed = []
     for tree in list_trees():
-        if tree.running:
+        try:
+            fd = os.open(tree.journal, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             continue
-        if tree.source is None or not tree.in_place:
-            why = "unreadable" if tree.source is None else f"'{tree.dest}' no longer holds it"
-            with contextlib.suppress(OSError):
-                os.unlink(tree.journal)
-                removed.append(f"journal of a tree copy ({why})")
-            continue
-        if older_than is None or now - tree.updated <= older_than:
-            continue
-        if tree.marker is not None:
-            remove_keeping_dir_times(tree.marker)
+        try:
+            if try_lock(fd):  # held while we decide, so no copy can take it up meanwhile
+                removed += _prune_tree(tree, older_than, now)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _prune_tree(tree: TreeCopy, older_than: float | None, now: float) -> list[str]:
+    if tree.source is None or not tree.in_place:
+        why = "unreadable" if tree.source is None else f"'{tree.dest}' no longer holds it"
         with contextlib.suppress(OSError):
             os.unlink(tree.journal)
-            idle = f"idle for {(now - tree.updated) / 3600:.1f} h"
-            removed.append(f"unfinished tree copy '{tree.source}' -> '{tree.dest}' ({idle})")
-    return removed
+            return [f"journal of a tree copy ({why})"]
+        return []
+    if older_than is None or now - tree.updated <= older_than:
+        return []
+    if tree.marker is not None:
+        remove_keeping_dir_times(tree.marker)
+    with contextlib.suppress(OSError):
+        os.unlink(tree.journal)
+        idle = f"idle for {(now - tree.updated) / 3600:.1f} h"
+        return [f"unfinished tree copy '{tree.source}' -> '{tree.dest}' ({idle})"]
+    return []
