@@ -372,6 +372,8 @@ class Transfer:
         ``SAVE_INTERVAL`` seconds, which keeps checkpointing under a percent of a fast copy
         (one save costs 0.2-0.4 ms on ext4) and bounds what a ``kill -9`` can cost.
         """
+        if self.cp.size and offset > self.cp.size:  # it grew under us: refused like any change
+            _check_unchanged(self.cp, self.src_fd, offset)
         self.last = (offset, snap)
         if self.sparse:  # a hole at the end is no length yet; resume reads what the length says
             os.ftruncate(self.out_fd, offset)

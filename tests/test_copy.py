@@ -757,11 +757,15 @@ def test_limit_rate_paces_the_copy(runner: CliRunner, tmp_path: Path) -> None:
     assert (tmp_path / "dest").read_bytes() == data
 
 
+@pytest.mark.parametrize(
+    ("size", "grown_by"),
+    [(3 * MIB, 10), (6 * MIB, 2 * MIB)],  # the second grows past a checkpoint's reach: it crashed
+)
 def test_source_that_changes_while_copied_is_refused(
-    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+    tmp_path: Path, background: list[subprocess.Popen[bytes]], size: int, grown_by: int
 ) -> None:
     src = tmp_path / "src"
-    write_random(src, 3 * MIB)
+    write_random(src, size)
     proc = start_openspec(["copy", "--limit-rate", "2M", "src", "dest"], cwd=tmp_path)
     background.append(proc)
     wait_for(
@@ -769,7 +773,7 @@ def test_source_that_changes_while_copied_is_refused(
         what="the copy to start writing",
     )
     with src.open("ab") as fh:
-        fh.write(random_bytes(10, seed=99))
+        fh.write(random_bytes(grown_by, seed=99))
 
     _, err = proc.communicate(timeout=20)
 
