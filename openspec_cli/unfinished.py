@@ -80,10 +80,15 @@ class TreeJournal:
             "token": token,
             "created": time.time(),
         }
-        with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(json.dumps(header) + "\n")
+        fd = _lock(path, source, dest, create=True)
+        try:
+            os.ftruncate(fd, 0)  # only now: a copy still running keeps its journal
+            os.write(fd, (json.dumps(header) + "\n").encode(errors="surrogateescape"))
+        except BaseException:
+            os.close(fd)
+            raise
         journal = cls(path, os.path.abspath(dest), token, {})
-        journal._hold(source)
+        journal._held = fd
         return journal
 
     @classmethod
@@ -91,11 +96,24 @@ class TreeJournal:
         """The journal of an earlier copy of ``source`` into ``dest`` that did not finish."""
         path = _path_for(source, dest)
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-                lines = fh.read().splitlines()
+            fd = _lock(path, source, dest, create=False)
         except OSError:
+            return None  # none, or none we can use: cp's rule applies
+        try:
+            journal = cls._read_locked(fd, path, source, dest)
+        except BaseException:
+            os.close(fd)
+            raise
+        if journal is None:
+            os.close(fd)
             return None
-        records = [_parse(line) for line in lines]
+        journal._held = fd
+        return journal
+
+    @classmethod
+    def _read_locked(cls, fd: int, path: str, source: str, dest: str) -> TreeJournal | None:
+        with os.fdopen(os.dup(fd), encoding="utf-8", errors="surrogateescape") as fh:
+            records = [_parse(line) for line in fh.read().splitlines()]
         header = records[0] if records else None
         expected = (VERSION, os.path.abspath(source), os.path.abspath(dest))
         if header is None or (header.get("version"), header.get("source"), header.get("dest")) != (
@@ -107,19 +125,7 @@ class TreeJournal:
         if not os.path.isfile(journal.marker):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
-        journal._hold(source)
         return journal
-
-    def _hold(self, source: str) -> None:
-        """Lock the journal while this copy runs: prune must not take it from under us, and a
-        second run of the same copy at the same time must not interleave with this one."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        if not try_lock(fd):
-            os.close(fd)
-            raise UsageError(
-                f"a copy of '{source}' into '{self.dest}' is already running; wait for it to end"
-            )
-        self._held = fd
 
     def release(self) -> None:
         """This run is over, finished or not: unlock, and date the journal to now, which is
@@ -176,6 +182,20 @@ class TreeJournal:
         if self._held >= 0:
             os.close(self._held)
             self._held = -1
+
+
+def _lock(path: str, source: str, dest: str, create: bool) -> int:
+    """The journal's fd, holding its lock for as long as this copy runs: prune must not take it
+    from under us, and a second run of the same copy must neither rewrite nor delete it."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o600)
+    if not try_lock(fd):
+        os.close(fd)
+        raise UsageError(
+            f"a copy of '{source}' into '{os.path.abspath(dest)}' is already running; "
+            "wait for it to end"
+        )
+    return fd
 
 
 def finished(path: str) -> None:

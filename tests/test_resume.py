@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from openspec_cli import api
-from openspec_cli.errors import Interrupted
+from openspec_cli import api, unfinished
+from openspec_cli.errors import Interrupted, UsageError
 
 STATE = "OPENSPEC_STATE_DIR"
 
@@ -629,6 +629,27 @@ def test_a_running_tree_copy_is_neither_pruned_nor_run_twice(
     assert time.time() - journal.stat().st_mtime < 60  # the run that stopped dated it
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
     assert tree_contents(backup) == data
+
+
+def test_a_second_copy_of_the_same_tree_leaves_the_running_ones_journal_alone(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Started before the first has made NEW, the second would begin a journal of its own
+    (rewriting the first's), or find no marker and delete it; it must be refused instead."""
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    src.mkdir()
+    first = unfinished.TreeJournal.begin(str(src), str(backup))
+    (journal,) = tree_journals(env)
+    before = journal.read_text()
+    try:
+        for second in (unfinished.TreeJournal.begin, unfinished.TreeJournal.reopen):
+            with pytest.raises(UsageError, match="is already running"):
+                second(str(src), str(backup))
+            assert journal.read_text() == before
+    finally:
+        first.release()
+    assert unfinished.TreeJournal.reopen(str(src), str(backup)) is None  # NEW never came
+    assert tree_journals(env) == []
 
 
 def test_prune_forgets_a_tree_copy_whose_directory_is_gone(
