@@ -281,11 +281,27 @@ class CheckOptions:
 
 @dataclass
 class CheckReport:
-    """What ``-c`` would print (lines without newline) and its exit code; the caller prints."""
+    """What ``-c`` printed (lines without newline) and its exit code.
+
+    With ``emit_stdout``/``emit_stderr`` each line also goes out as soon as it is known, as
+    ``sha256sum -c`` prints each file's result when it is done, not after the last one.
+    """
 
     stdout: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)
     exit_code: int = 0
+    emit_stdout: Callable[[str], None] | None = field(default=None, repr=False)
+    emit_stderr: Callable[[str], None] | None = field(default=None, repr=False)
+
+    def out(self, line: str) -> None:
+        self.stdout.append(line)
+        if self.emit_stdout is not None:
+            self.emit_stdout(line)
+
+    def err(self, line: str) -> None:
+        self.stderr.append(line)
+        if self.emit_stderr is not None:
+            self.emit_stderr(line)
 
 
 def _result_name(name: str) -> str:
@@ -312,6 +328,7 @@ def check_sums(
     hash_file: Callable[[str, str], str],
     options: CheckOptions,
     prog: str = "openspec",
+    report: CheckReport | None = None,
 ) -> CheckReport:
     """Verify one sum file the way ``sha256sum -c`` does: same lines, same exit code (0 or 1).
 
@@ -328,16 +345,14 @@ def check_sums(
     if warn:
         algo = options.algo or parser.hinted or _first_algo(lines, parser) or DEFAULT_ALGO
         label = spec_for(algo).tag
-    report, tally = CheckReport(), _Tally()
+    report, tally = report or CheckReport(), _Tally()
     for lineno, line in enumerate(lines, 1):
         try:
             entry = parser.parse(line, lineno)
         except MalformedLine:
             tally.malformed += 1
             if warn:
-                report.stderr.append(
-                    f"{prog}: {shown}: {lineno}: improperly formatted {label} checksum line"
-                )
+                report.err(f"{prog}: {shown}: {lineno}: improperly formatted {label} checksum line")
             continue
         if entry is not None:
             tally.formatted += 1
@@ -377,18 +392,18 @@ def _check_entry(
         if options.ignore_missing and isinstance(exc, FileNotFoundError):
             return None
         tally.unreadable += 1
-        report.stderr.append(f"{prog}: {quote_name(entry.name)}: {exc.strerror or exc}")
+        report.err(f"{prog}: {quote_name(entry.name)}: {exc.strerror or exc}")
         if not options.status:
-            report.stdout.append(f"{_result_name(entry.name)}: FAILED open or read")
+            report.out(f"{_result_name(entry.name)}: FAILED open or read")
         return None
     if matched is not None:
         tally.matched += 1
         if not (options.quiet or options.status):
-            report.stdout.append(f"{_result_name(entry.name)}: OK")
+            report.out(f"{_result_name(entry.name)}: OK")
     else:
         tally.mismatched += 1
         if not options.status:
-            report.stdout.append(f"{_result_name(entry.name)}: FAILED")
+            report.out(f"{_result_name(entry.name)}: FAILED")
     return matched
 
 
@@ -408,7 +423,7 @@ def _summarize(
     options: CheckOptions, prog: str, shown: str, report: CheckReport, tally: _Tally
 ) -> None:
     if not tally.formatted:
-        report.stderr.append(f"{prog}: {shown}: no properly formatted checksum lines found")
+        report.err(f"{prog}: {shown}: no properly formatted checksum lines found")
         report.exit_code = 1
         return
     if not options.status:
@@ -422,8 +437,8 @@ def _summarize(
             ),
         ):
             if count:
-                report.stderr.append(f"{prog}: {_plural(count, one, many)}")
+                report.err(f"{prog}: {_plural(count, one, many)}")
         if options.ignore_missing and not tally.matched:
-            report.stderr.append(f"{prog}: {shown}: no file was verified")
+            report.err(f"{prog}: {shown}: no file was verified")
     failed = tally.mismatched or tally.unreadable or (options.strict and tally.malformed)
     report.exit_code = 1 if failed or not tally.matched else 0

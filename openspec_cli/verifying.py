@@ -126,6 +126,16 @@ def _read_sum_lines(path: str) -> list[str]:
     return text.split("\n") if text else []
 
 
+def _print_line(line: str) -> None:
+    """A result of -c, out at once (a terminal shows each file's as it is done)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _print_error(line: str) -> None:
+    write_stderr(line + "\n")
+
+
 def run_check(
     sum_files: list[str],
     options: sumfiles.CheckOptions,
@@ -149,13 +159,12 @@ def run_check(
             continue
         name = "standard input" if sum_file == STDIN else sum_file
         report = sumfiles.check_sums(
-            lines, name, lambda p, a: _hash_for_check(p, a, limiter, watcher), options
+            lines,
+            name,
+            lambda p, a: _hash_for_check(p, a, limiter, watcher),
+            options,
+            report=sumfiles.CheckReport(emit_stdout=_print_line, emit_stderr=_print_error),
         )
-        for line in report.stdout:
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-        for line in report.stderr:
-            write_stderr(line + "\n")
         code = max(code, report.exit_code)
     return code
 

@@ -580,7 +580,6 @@ def test_resume_lists_an_unfinished_tree_copy_and_prune_forgets_an_idle_one(
     assert "unfinished tree copies (to finish one, run the same copy -r again):" in listed
     assert f"'{src}' -> '{backup}': " in listed
     assert " done, last " in listed
-    assert transfers(env)  # the file it was copying, listed above the tree
     resumed = openspec("resume", "--all", env=env, check=True)
     assert f"not finishing the tree copy '{src}' -> '{backup}'" in resumed.stderr
 

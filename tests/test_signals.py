@@ -201,3 +201,29 @@ def test_sigterm_stops_a_verify_of_several_files(
     assert out == b""
     assert b"FAILED" not in err
     assert err.decode().splitlines()[-1] == "openspec: terminated"
+
+
+def test_verify_check_prints_each_result_when_its_file_is_done(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+) -> None:
+    """As sha256sum -c does: the first OK is out while the other files are still hashed."""
+    names = ["a", "b", "c"]
+    for i, name in enumerate(names):
+        write_random(tmp_path / name, MIB, seed=i)
+    done = subprocess.run(
+        [sys.executable, "-m", "openspec_cli", "verify", *names],
+        cwd=tmp_path, capture_output=True, check=True,
+    )  # fmt: skip
+    (tmp_path / "SUMS").write_bytes(done.stdout)
+    proc = start_openspec(["verify", "-L", "1M", "-c", "SUMS"], cwd=tmp_path)
+    background.append(proc)
+    assert proc.stdout is not None
+
+    first = proc.stdout.readline()
+    with pytest.raises(subprocess.TimeoutExpired):  # b and c take 2 s more at 1 MiB/s
+        proc.wait(timeout=0.5)
+    rest, _ = proc.communicate(timeout=30)
+
+    assert first == b"a: OK\n"
+    assert rest == b"b: OK\nc: OK\n"
+    assert proc.returncode == 0
