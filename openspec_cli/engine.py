@@ -225,10 +225,7 @@ def pread_full(fd: int, buf: memoryview, offset: int) -> int:
     done = 0
     size = len(buf)
     while done < size:
-        try:
-            n = os.preadv(fd, [buf[done:]], offset + done)
-        except InterruptedError:
-            continue
+        n = os.preadv(fd, [buf[done:]], offset + done)  # EINTR is retried by Python (PEP 475)
         if not n:
             break
         done += n
@@ -705,8 +702,11 @@ def file_sink(
     def put(view: memoryview) -> None:
         if not sparse:
             write_all(fd, view)
-        elif holes is None or all_zero(view):
+            return
+        if holes is None:
             skip_or_write(view)
+        elif all_zero(view):
+            os.lseek(fd, len(view), os.SEEK_CUR)
         else:
             start = at[0]
             for a, b, data in holes.pieces(start, start + len(view)):
