@@ -65,7 +65,7 @@ class TreeJournal:
     @property
     def marker(self) -> str:
         """The file in the destination that says this journal is about it."""
-        return os.path.join(self.dest, f"{MARKER_PREFIX}{self.token}")
+        return _marker(self.dest, self.token)
 
     @classmethod
     def begin(cls, source: str, dest: str) -> TreeJournal:
@@ -113,15 +113,11 @@ class TreeJournal:
     @classmethod
     def _read_locked(cls, fd: int, path: str, source: str, dest: str) -> TreeJournal | None:
         with os.fdopen(os.dup(fd), encoding="utf-8", errors="surrogateescape") as fh:
-            records = [_parse(line) for line in fh.read().splitlines()]
-        header = records[0] if records else None
-        expected = (VERSION, os.path.abspath(source), os.path.abspath(dest))
-        if header is None or (header.get("version"), header.get("source"), header.get("dest")) != (
-            expected
-        ):
+            decoded = _decode(fh.read())
+        if decoded is None or decoded[:2] != (os.path.abspath(source), os.path.abspath(dest)):
             return None  # not ours or unreadable: cp's rule applies
-        done = {str(r["dest"]): r for r in records[1:] if r is not None and "dest" in r}
-        journal = cls(path, expected[2], str(header.get("token")), done)
+        _, recorded_dest, token, records = decoded
+        journal = cls(path, recorded_dest, token, {str(r["dest"]): r for r in records})
         if not os.path.isfile(journal.marker):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
@@ -204,6 +200,24 @@ def finished(path: str) -> None:
         os.unlink(path)
 
 
+def _marker(dest: str, token: str) -> str:
+    """The file in a tree copy's destination that ties it to its journal."""
+    return os.path.join(dest, f"{MARKER_PREFIX}{token}")
+
+
+def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]]] | None:
+    """(source, dest, token, completed-file records) of a journal; None when its header is not
+    one this version wrote. Torn or foreign record lines are left out."""
+    records = [_parse(line) for line in text.splitlines()]
+    header = (records[0] if records else None) or {}
+    source, dest, token = header.get("source"), header.get("dest"), header.get("token")
+    if header.get("version") != VERSION or not (
+        isinstance(source, str) and isinstance(dest, str) and isinstance(token, str)
+    ):
+        return None
+    return source, dest, token, [r for r in records[1:] if r is not None and "dest" in r]
+
+
 def _parse(line: str) -> dict[str, object] | None:
     """One journal line; None for a torn or foreign one (a kill -9 mid-append)."""
     try:
@@ -252,22 +266,17 @@ def _read_tree(path: str) -> TreeCopy | None:
     """One journal as a TreeCopy; None if it went away meanwhile."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            lines = fh.read().splitlines()
+            text = fh.read()
         updated = os.stat(path).st_mtime
     except FileNotFoundError:
         return None
     except OSError:
         return TreeCopy(path, updated=time.time())
-    records = [_parse(line) for line in lines]
-    header = (records[0] if records else None) or {}
-    source, dest, token = header.get("source"), header.get("dest"), header.get("token")
-    if header.get("version") != VERSION or not (
-        isinstance(source, str) and isinstance(dest, str) and isinstance(token, str)
-    ):
+    decoded = _decode(text)
+    if decoded is None:
         return TreeCopy(path, updated=updated)
-    done = sum(1 for r in records[1:] if r is not None and "dest" in r)
-    marker = os.path.join(dest, f"{MARKER_PREFIX}{token}")
-    return TreeCopy(path, source, dest, marker, done, updated)
+    source, dest, token, records = decoded
+    return TreeCopy(path, source, dest, _marker(dest, token), len(records), updated)
 
 
 def list_trees() -> list[TreeCopy]:
