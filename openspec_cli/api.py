@@ -71,7 +71,7 @@ def copy(
         restart=restart,
         no_cache=no_cache,
     )
-    tree = srcs[0] if recursive and len(srcs) == 1 and os.path.isdir(srcs[0]) else None
+    tree = plan.tree_source(srcs, recursive)
     new_tree = tree is not None and not os.path.lexists(dest.rstrip(os.sep) or os.sep)
     journal = None
     if tree is not None and not new_tree:

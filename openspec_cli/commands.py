@@ -469,9 +469,6 @@ def cat(
 # ---------------------------------------------------------------------------- verify
 
 
-STDIN_NAME = "-"
-
-
 def _check_verify_flags(
     check: bool,
     tag: bool,
@@ -520,15 +517,16 @@ def verify(
     """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
     from openspec_cli import verifying
     from openspec_cli.algorithms import DEFAULT_ALGO
+    from openspec_cli.streams import STDIN
 
     with handled():
         _check_verify_flags(
             check, tag, quiet, status, strict, ignore_missing, warn, against, recursive
         )
-        targets = files or ["-"]
+        targets = files or [STDIN]
         limiter = _limiter(limit_rate)
         if against is not None:
-            if STDIN_NAME in [*targets, against]:
+            if STDIN in [*targets, against]:
                 raise UsageError("--against compares files; it does not read standard input")
             with progress("verify", progress_mode) as observer:
                 verifying.run_compare(targets, against, recursive, limiter, observer)

@@ -49,6 +49,11 @@ def _stat_source(path: str) -> os.stat_result:
         raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
 
 
+def tree_source(sources: list[str], recursive: bool) -> str | None:
+    """The one directory of ``copy -r DIR DEST``, the form that may create DEST; else None."""
+    return sources[0] if recursive and len(sources) == 1 and os.path.isdir(sources[0]) else None
+
+
 def plan_copy(
     sources: list[str],
     dest: str,
@@ -70,8 +75,8 @@ def plan_copy(
         raise UsageError(f"target '{dest}' is not a directory")
     if dest.endswith(os.sep) and not dest_is_dir:
         exists = os.path.lexists(dest.rstrip(os.sep))
-        new_tree = recursive and len(sources) == 1 and os.path.isdir(sources[0])
-        if exists or not new_tree:  # cp -r DIR NEW/ makes NEW; a file cannot end in '/'
+        # cp -r DIR NEW/ makes NEW; a file cannot end in '/'
+        if exists or tree_source(sources, recursive) is None:
             reason = "Not a directory" if exists else "No such file or directory"
             raise UsageError(f"cannot create '{dest}': {reason}")
         dest = dest.rstrip(os.sep)
