@@ -658,14 +658,13 @@ def resume(
         # Copied with -n, and something has taken the name since: it is not ours to replace.
         discard(cp)
         return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
-    if not options.restart:
-        _refuse_newer_dest(cp)
     if options.restart:
         discard(cp)
         again = _start(cp.source.path, cp.dest, opts, observer)
         again.cp.options["sums_name"] = cp.options.get("sums_name")
         result = again.run()
     else:
+        _refuse_newer_dest(cp)
         result = _reopen(cp, opts, observer).run()
     if opts.sums_path:
         from openspec_cli.tree import append_sum_line
