@@ -22,7 +22,15 @@ from openspec_cli import api, pressure
 from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK
 from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
-from openspec_cli.scheduler import BufferBank, Governor, Percentiles, chunk_ceiling_for
+from openspec_cli.scheduler import (
+    STREAM_OVERHEAD,
+    BufferBank,
+    Governor,
+    Percentiles,
+    chunk_ceiling_for,
+)
+
+GIB = 1024 * MIB
 
 
 def make_files(directory: Path, count: int, size: int) -> dict[str, bytes]:
@@ -354,6 +362,15 @@ def test_progress_plain_prints_periodic_lines(tmp_path: Path) -> None:
     periodic = [line for line in proc.stderr.splitlines() if "moved" in line]
     assert periodic
     assert "pressure NONE" in periodic[0]
+
+
+@pytest.mark.parametrize("jobs", [1, 4, 16])
+def test_default_budget_leaves_room_for_each_streams_own_costs(jobs: int) -> None:
+    """Interpreter + buffers + what each stream costs besides must stay under the 50 MB."""
+    probe = pressure.FixedProbe(used=GIB, total=24 * GIB, rss=18 * MIB)
+    governor = Governor(jobs, probe=probe)
+    assert 18 * MIB + governor.budget + jobs * STREAM_OVERHEAD <= pressure.ABSOLUTE_LIMIT
+    assert governor.budget == pressure.ABSOLUTE_LIMIT - 18 * MIB - jobs * STREAM_OVERHEAD
 
 
 def test_governor_caps_streams_when_pressure_rises() -> None:
