@@ -1,7 +1,8 @@
 """The small typed Python API; the command line is a thin layer over these functions.
 
 Failures raise :class:`openspec_cli.errors.OpenspecError` subclasses carrying a one-line
-message and an exit code.
+message and an exit code; a stop by signal raises :class:`openspec_cli.errors.Interrupted`
+(a BaseException, like KeyboardInterrupt), so ``except OpenspecError`` never swallows it.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def handled() -> Iterator[None]:
     except (BrokenPipe, BrokenPipeError):
         _silence_stdout()
         raise SystemExit(ExitCode.BROKEN_PIPE) from None
-    except OpenspecError as err:
+    except (OpenspecError, Interrupted) as err:
         _print_traceback()
         say(err.message)
         raise SystemExit(err.exit_code) from None
@@ -242,7 +242,7 @@ def _json_on_refusal(command: str, as_json: bool) -> Iterator[None]:
     try:
         yield
     except OpenspecError as refused:
-        if as_json and not isinstance(refused, Interrupted):
+        if as_json:
             _report([], command, True, True, errors=[refused])
         raise
 
@@ -429,7 +429,7 @@ def resume(
                             api.resume(i, restart=restart, limit_rate=rate, observer=observer)
                         )
                     except OpenspecError as failed:
-                        if transfer_id is not None or isinstance(failed, Interrupted):
+                        if transfer_id is not None:
                             raise
                         errors.append(failed)  # --all: one bad transfer must not stop the rest
             _report(results, "resume", quiet or progress_mode == "json", as_json, errors=errors)

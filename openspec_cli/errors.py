@@ -1,7 +1,8 @@
 """Exit codes and the exceptions that carry them.
 
 Every expected failure is raised as an :class:`OpenspecError` whose message is the one line a user
-sees; ``cli`` is the only place that turns these into output and an exit status.
+sees, and a stop by signal as :class:`Interrupted`; ``cli`` is the only place that turns these
+into output and an exit status.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class ExitCode(enum.IntEnum):
     TERMINATED = 143  # SIGTERM (128 + 15)
 
 
-class OpenspecError(Exception):
-    """An expected failure: one line for the user and the exit code that goes with it."""
+class _Outcome(BaseException):
+    """One line for the user and the exit code that goes with it."""
 
     exit_code: ExitCode = ExitCode.IO_ERROR
 
@@ -39,6 +40,10 @@ class OpenspecError(Exception):
         self.message = message
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class OpenspecError(_Outcome, Exception):
+    """An expected failure: one line for the user and the exit code that goes with it."""
 
 
 class UsageError(OpenspecError):
@@ -63,8 +68,12 @@ class SourceChangedError(TransferIOError):
     """The source was modified while we copied it, so the copy cannot be trusted."""
 
 
-class Interrupted(OpenspecError):
-    """A signal asked us to stop; whatever was partial has been dealt with."""
+class Interrupted(_Outcome):
+    """A signal asked us to stop; whatever was partial has been dealt with.
+
+    Not an :class:`OpenspecError`, as KeyboardInterrupt is not an Exception: the loops that
+    report a bad file and go on (``except OpenspecError``) must never swallow a stop.
+    """
 
     exit_code = ExitCode.INTERRUPTED
 

@@ -191,7 +191,7 @@ class Governor:
         self.peak_concurrency = 0
         self.peak_engine_bytes = 0
         self.chunk_sizes: set[int] = set()
-        self.cancelled: OpenspecError | None = None
+        self.cancelled: Interrupted | None = None
         self._last_chunk: dict[int, float] = {}
         self.allowed = min(self.requested, self._fits(self.requested))
         self.chunk_ceiling = chunk_ceiling_for(self.budget, self.allowed, pressure.Level.NONE)
@@ -265,7 +265,7 @@ class Governor:
         """Keep a finished stream's buffers for the next one."""
         self.bank.give_back(buffers)
 
-    def cancel(self, error: OpenspecError) -> None:
+    def cancel(self, error: Interrupted) -> None:
         """Stop every stream at its next chunk (a signal arrived)."""
         with self.cond:
             self.cancelled = error
@@ -557,8 +557,6 @@ def _run_serially(tasks: list[Callable[[], object]], governor: Governor) -> list
         try:
             outcomes.append(run())
         except OpenspecError as err:
-            if isinstance(err, Interrupted):
-                raise
             outcomes.append(err)
         finally:
             governor.leave()

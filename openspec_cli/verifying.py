@@ -15,7 +15,6 @@ from openspec_cli import hashing
 from openspec_cli.engine import NullObserver, Pump, RateLimiter, StreamStats
 from openspec_cli.errors import (
     ExitCode,
-    Interrupted,
     OpenspecError,
     TransferIOError,
     describe_os_error,
@@ -85,8 +84,6 @@ def run_digests(
     for path in paths:
         try:
             digest = hash_any(path, algo, limiter, observer)
-        except Interrupted:
-            raise  # SIGTERM: stop, as Ctrl-C does; not one bad file among others
         except OpenspecError as err:
             say(err.message)
             code = max(code, err.exit_code)
@@ -104,8 +101,6 @@ def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None, observer:
         raise IsADirectoryError(21, "Is a directory", path)
     try:
         return _hash_watched(path, st, algo, limiter, observer)
-    except Interrupted:
-        raise  # a signal is no read error: the file must not be reported FAILED
     except OpenspecError as err:
         cause = err.__cause__
         if isinstance(cause, OSError):
@@ -151,8 +146,6 @@ def run_check(
     for sum_file in sum_files:
         try:
             lines = _read_sum_lines(sum_file)
-        except Interrupted:
-            raise
         except OpenspecError as err:
             say(err.message)
             code = max(code, int(ExitCode.MISMATCH))
