@@ -408,6 +408,24 @@ def test_names_that_are_not_utf8_are_printed_as_their_bytes(tmp_path: Path) -> N
     assert b"udc" not in same.stderr + plain.stderr
 
 
+def test_json_names_that_are_not_utf8_give_back_their_bytes(tmp_path: Path) -> None:
+    """As the README says: json.loads, then os.fsencode, names the file again."""
+    name = os.fsdecode(b"bad\xffname")
+    write_random(tmp_path / name, 2 * MIB)
+
+    done = run_openspec(["copy", "--json", "--progress", "json", name, name + ".copy"],
+                        cwd=tmp_path)  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)["files"]
+    assert os.fsencode(entry["source"]) == b"bad\xffname"
+    assert (tmp_path / os.fsdecode(os.fsencode(entry["dest"]))).read_bytes() == (
+        tmp_path / name
+    ).read_bytes()
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {os.fsencode(e["name"]) for e in events if "name" in e} == {b"bad\xffname"}
+
+
 def test_long_destination_name_that_the_filesystem_allows(
     runner: CliRunner, tmp_path: Path
 ) -> None:
