@@ -163,7 +163,6 @@ class SystemProbe:
         self.cgroup_root = cgroup_root
         self.proc_cgroup = proc_cgroup
         self._process: psutil.Process | None = None
-        self._started = False
 
     def read(self, engine_bytes: int, ceiling: int) -> MemoryReading:
         """Read process, system and container memory now (a few small file reads)."""
@@ -175,14 +174,13 @@ class SystemProbe:
         return MemoryReading(rss, engine_bytes, ceiling, used, total, source)
 
     def _process_and_system(self) -> tuple[int, int, int]:
-        """RSS, used and total memory. The first reading (at start-up) takes the same /proc
-        figures psutil would, directly: importing psutil costs ~25 ms, more than a small copy
-        takes. The monitor's later readings, a quarter second on, use psutil."""
-        if not self._started:
-            self._started = True
-            quick = _proc_reading()
-            if quick is not None:
-                return quick
+        """RSS, used and total memory. On Linux these are read from /proc directly, the figures
+        psutil computes: importing psutil costs ~25 ms of CPU, more than a small copy takes, and
+        on the monitor thread it held the GIL that the copy's threads need between system calls.
+        Elsewhere, psutil."""
+        quick = _proc_reading()
+        if quick is not None:
+            return quick
         import psutil
 
         if self._process is None:

@@ -7,6 +7,7 @@ band edge and every transition is checked exactly and the whole file runs in wel
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from itertools import pairwise
@@ -160,6 +161,20 @@ def test_system_probe_reads_this_machine() -> None:
     assert got.source in ("system", "cgroup v1", "cgroup v2")
     assert (got.engine_bytes, got.ceiling) == (MIB, ABSOLUTE_LIMIT)
     assert 0.0 <= got.usage <= 1.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="no /proc on this system")
+def test_proc_reading_gives_the_figures_psutil_gives() -> None:
+    import psutil
+
+    from openspec_cli.pressure import _proc_reading
+
+    quick = _proc_reading()
+    vm, rss = psutil.virtual_memory(), psutil.Process().memory_info().rss
+    assert quick is not None
+    assert quick[2] == vm.total
+    assert abs(quick[0] - rss) <= 8 * MIB  # read a moment apart: the allocator moves a little
+    assert abs(quick[1] - (vm.total - vm.available)) <= vm.total // 50
 
 
 def test_system_probe_prefers_a_container_limit(tmp_path: Path) -> None:

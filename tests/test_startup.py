@@ -48,6 +48,14 @@ def test_pipeline_paths_skip_rich_and_psutil(tmp_path: Path, args: list[str]) ->
         assert "rich" not in loaded
 
 
+def test_a_copy_watched_by_the_monitor_loads_no_psutil(tmp_path: Path) -> None:
+    """The pressure monitor reads /proc on Linux: psutil's import held the GIL mid-copy."""
+    (tmp_path / "f").write_bytes(bytes(2 << 20))
+    args = ["copy", "-q", "--no-fsync", "--limit-rate", "4M", "f", "g"]  # ~0.5 s: readings
+    assert "psutil" not in loaded_after(args, tmp_path)
+    assert (tmp_path / "g").read_bytes() == bytes(2 << 20)
+
+
 def test_light_algorithm_list_matches_the_registry() -> None:
     assert algorithms.ALGORITHMS == hashing.ALGORITHMS
     assert algorithms.DEFAULT_ALGO == hashing.DEFAULT_ALGO
