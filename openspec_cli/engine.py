@@ -580,6 +580,7 @@ WRITEBACK_EVERY = 8 * 1024 * 1024
 _LIBC_SIGNATURES = {
     "sync_file_range": ("c_int", "c_int64", "c_int64", "c_uint"),
     "fallocate": ("c_int", "c_int", "c_int64", "c_int64"),
+    "renameat2": ("c_int", "c_char_p", "c_int", "c_char_p", "c_uint"),
 }
 
 

@@ -426,7 +426,7 @@ class Transfer:
         os.lseek(self.src_fd, offset, os.SEEK_SET)
         os.lseek(self.out_fd, offset, os.SEEK_SET)
 
-    def _fail(self, err: OSError) -> None:
+    def _fail(self, err: OSError, doing: str = "", advice: str = "") -> None:
         """A permanent error: keep everything for ``resume`` and say how to continue."""
         reason = describe_os_error(err)
         if self.persist:
@@ -434,8 +434,8 @@ class Transfer:
         else:
             self._abandon()
         raise TransferIOError(
-            f"'{self.cp.source.path}' -> '{self.cp.dest}': {reason}; {retry.advice(err)}, "
-            f"then run: {self.resume_hint()}"
+            f"'{self.cp.source.path}' -> '{self.cp.dest}': {doing}{reason}; "
+            f"{advice or retry.advice(err)}, then run: {self.resume_hint()}"
         ) from err
 
     def _keep(self, reason: str) -> None:
@@ -482,7 +482,8 @@ class Transfer:
                     f"'{cp.source.path}' -> '{cp.dest}': verification failed: "
                     f"wrote {again}, expected {digest}"
                 )
-        os.replace(cp.partial, cp.dest)
+        if not self._into_place():
+            return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
         self.renamed = True
         if self.options.fsync:
             _fsync_dir(os.path.dirname(cp.dest))
@@ -500,6 +501,59 @@ class Transfer:
             resumed_from=self.resumed_from,
             retries=list(cp.retries),
         )
+
+    def _into_place(self) -> bool:
+        """Give the finished copy its final name; False when ``-n`` finds the name taken.
+
+        ``-n`` is checked once more here, atomically: a file that appeared at the name while we
+        copied is someone's, and cp -n would not replace it either. If the rename fails (an
+        immutable file, a directory made meanwhile), the whole copy is kept for ``resume``.
+        """
+        cp = self.cp
+        try:
+            if not self.options.no_clobber:
+                os.replace(cp.partial, cp.dest)
+            elif not rename_no_replace(cp.partial, cp.dest):
+                self._abandon()
+                return False
+        except OSError as err:
+            self.last = (self.stats.done, self.hasher.copy())  # all of it is there to resume
+            self._fail(err, "cannot rename the finished copy into place: ", "fix that")
+        return True
+
+
+def rename_no_replace(src: str, dest: str) -> bool:
+    """Rename ``src`` to ``dest`` unless ``dest`` exists, atomically; False if it exists.
+
+    ``renameat2(RENAME_NOREPLACE)`` where the kernel and filesystem have it, else a hard link
+    (which fails on an existing name just as atomically) and an unlink; a filesystem with
+    neither gets a check and a rename, which is all it allows.
+    """
+    import errno
+
+    renameat2 = libc_call("renameat2")
+    if renameat2 is not None:
+        at_fdcwd, no_replace = -100, 1
+        if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dest), no_replace) == 0:
+            return True
+        code = libc_errno()
+        if code == errno.EEXIST:
+            return False
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), src, None, dest)
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(dest):
+            return False
+        os.rename(src, dest)
+        return True
+    os.unlink(src)
+    return True
 
 
 def _check_unchanged(cp: Checkpoint, fd: int, copied: int) -> None:

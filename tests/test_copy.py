@@ -34,6 +34,8 @@ from conftest import (
 )
 from typer.testing import CliRunner
 
+from openspec_cli import transfer
+
 USAGE = 2
 IO_ERROR = 3
 
@@ -758,6 +760,70 @@ def test_final_name_never_exists_while_copy_is_in_progress(
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else None
     assert seen_partial_without_dest
     assert dest.read_bytes() == data
+    assert partials(tmp_path) == []
+
+
+def test_no_clobber_keeps_a_file_that_appears_while_copying(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+) -> None:
+    """cp -n never replaces a file: nor may we, if one takes the name before our rename."""
+    write_random(tmp_path / "src", 3 * MIB)
+    proc = start_openspec(["copy", "-n", "--limit-rate", "4M", "src", "dest"], cwd=tmp_path)
+    background.append(proc)
+    wait_for(lambda: partials(tmp_path) != [], what="the partial file")
+    (tmp_path / "dest").write_bytes(b"precious")
+
+    _, err = proc.communicate(timeout=20)
+
+    assert proc.returncode == 0, err
+    assert b"skipped 'dest' (exists)" in err
+    assert (tmp_path / "dest").read_bytes() == b"precious"
+    assert partials(tmp_path) == []
+    assert run_openspec(["resume"], cwd=tmp_path).stdout == b"no interrupted transfers\n"
+
+
+@pytest.mark.parametrize("with_renameat2", [True, False])
+def test_rename_no_replace_never_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_renameat2: bool
+) -> None:
+    if not with_renameat2:  # the hard-link way, for kernels and filesystems without it
+        monkeypatch.setattr(transfer, "libc_call", lambda name: None)
+    (tmp_path / "a").write_bytes(b"new")
+    (tmp_path / "taken").write_bytes(b"old")
+
+    assert transfer.rename_no_replace(str(tmp_path / "a"), str(tmp_path / "taken")) is False
+    assert (tmp_path / "taken").read_bytes() == b"old"
+    assert transfer.rename_no_replace(str(tmp_path / "a"), str(tmp_path / "free")) is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["free", "taken"]
+    assert (tmp_path / "free").read_bytes() == b"new"
+
+
+def test_a_failed_final_rename_keeps_the_whole_copy_for_resume(
+    tmp_path: Path, background: list[subprocess.Popen[bytes]]
+) -> None:
+    """A directory made at the name meanwhile: the error names the destination, and resume
+    renames the finished copy without copying it again."""
+    data = write_random(tmp_path / "src", 3 * MIB)
+    proc = start_openspec(["copy", "--limit-rate", "4M", "src", "dest"], cwd=tmp_path)
+    background.append(proc)
+    wait_for(lambda: partials(tmp_path) != [], what="the partial file")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "in-the-way").write_bytes(b"x")
+
+    _, err = proc.communicate(timeout=20)
+
+    assert proc.returncode == 3
+    (line,) = err.decode().splitlines()[1:]
+    tid = re.search(r"openspec resume (\w+)$", line)
+    assert tid is not None, line
+    assert "/dest': cannot rename the finished copy into place: Is a directory" in line
+    assert len(partials(tmp_path)) == 1
+    (tmp_path / "dest" / "in-the-way").unlink()
+    (tmp_path / "dest").rmdir()
+    done = run_openspec(["resume", "--json", tid.group(1)], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files"][0]["resumed_from"] == len(data)
+    assert (tmp_path / "dest").read_bytes() == data
     assert partials(tmp_path) == []
 
 
