@@ -359,13 +359,19 @@ def _kind(path: str) -> str:
     """What is at ``path``, without following symlinks or opening it (a FIFO would block)."""
     try:
         return kind_name(os.lstat(path).st_mode)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # or a file where the other has a dir
         return "missing"
 
 
+def _walk_error(err: OSError) -> None:
+    raise err
+
+
 def _tree_entries(root: str) -> set[str]:
+    """Every path under ``root``; a directory that cannot be read is an error, not empty
+    (skipping it, as os.walk does by default, would call two different trees identical)."""
     found: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
         rel_dir = os.path.relpath(dirpath, root)
         for name in dirnames + filenames:
             found.add(os.path.normpath(os.path.join(rel_dir, name)))

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,40 @@ def test_against_trees_where_a_symlink_points_elsewhere(
 
     assert code == MISMATCH
     assert_one_error_line(stderr, "link")
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_against_trees_where_a_directory_is_a_file_on_one_side(
+    runner: CliRunner, trees: tuple[Path, Path], side: str
+) -> None:
+    """The directory's files are missing on the file's side: a difference, not an I/O error."""
+    left, right = trees
+    flat = left if side == "left" else right
+    shutil.rmtree(flat / "sub")
+    (flat / "sub").write_bytes(b"now a file")
+
+    code, stderr = compare(runner, left, right, "-r")
+
+    assert code == MISMATCH
+    line = assert_one_error_line(stderr, "sub")
+    assert "'sub' is a " in line
+
+
+def test_against_trees_with_unreadable_directories_is_no_match(
+    tmp_path: Path, trees: tuple[Path, Path], permission_checked: Callable[[], object] | None
+) -> None:
+    """Unreadable on both sides: the trees were not compared, so they must not pass as equal."""
+    for root in trees:
+        (root / "sub" / "deep").chmod(0)
+    try:
+        result = run_openspec(["verify", "-r", "left", "--against", "right"], tmp_path,
+                              preexec_fn=permission_checked)  # fmt: skip
+    finally:
+        for root in trees:
+            (root / "sub" / "deep").chmod(0o755)
+
+    assert result.returncode != 0
+    assert result.stderr.decode() == "openspec: 'left/sub/deep': Permission denied\n"
 
 
 def test_against_trees_holding_a_fifo_does_not_hang(
