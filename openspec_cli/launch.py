@@ -86,8 +86,33 @@ def parse(argv: list[str]) -> Parsed | None:
     return None if values is None else (words[0], values, debug)
 
 
+#: What stands in for a closed fd 0, 1, 2: reading a closed stdin and writing a closed stdout
+#: still fail with EBADF (the wrong direction), while messages to a closed stderr are dropped.
+_STAND_INS = ((0, os.O_WRONLY), (1, os.O_RDONLY), (2, os.O_WRONLY))
+
+
+def hold_standard_fds() -> None:
+    """Give a closed fd 0, 1 or 2 (``2>&-`` from a script or cron) /dev/null.
+
+    Otherwise the first file we open takes that number, and output meant for the stream lands in
+    it. Python also leaves ``sys.stderr`` None then, and the first progress check of it failed
+    with nothing printed: ``openspec cat f 2>&-`` wrote nothing and exited 1.
+    """
+    for fd, mode in _STAND_INS:
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, mode)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
 def main() -> None:
     """Console-script entry point: the fast path when it applies, else the Typer app."""
+    hold_standard_fds()
     argv = sys.argv[1:]
     if argv in (["--version"], ["-V"]):
         from openspec_cli import __version__

@@ -19,6 +19,7 @@ from conftest import (
     run_openspec,
     start_openspec,
     write_random,
+    xxh128_hex,
 )
 from typer.testing import CliRunner
 
@@ -223,6 +224,35 @@ def test_closed_stdout_is_one_line_not_a_traceback(tmp_path: Path, command: list
     )  # fmt: skip
     assert result.returncode == IO_ERROR
     assert "Bad file descriptor" in assert_one_error_line(result.stderr.decode())
+
+
+@pytest.mark.parametrize("command", [["cat", "a"], ["verify", "a"], ["cat", "-"]])
+def test_closed_stderr_still_gives_the_output(tmp_path: Path, command: list[str]) -> None:
+    """`2>&-` in a script or cron: GNU cat and sha256sum still write stdout and exit 0."""
+    data = write_random(tmp_path / "a", 3 * MIB)
+    with open(tmp_path / "a", "rb") as stdin:
+        result = subprocess.run(
+            [*OPENSPEC, *command], cwd=tmp_path, stdin=stdin, stdout=subprocess.PIPE,
+            timeout=20, preexec_fn=lambda: os.close(2),
+        )  # fmt: skip
+    assert result.returncode == 0
+    expected = data if command[0] == "cat" else f"{xxh128_hex(data)}  a\n".encode()
+    assert result.stdout == expected
+
+
+def test_a_copy_with_closed_standard_streams_writes_only_its_files(tmp_path: Path) -> None:
+    """No file we open may take a closed stream's number: what goes to it would land inside."""
+    data = write_random(tmp_path / "a", 3 * MIB)
+
+    def close_all() -> None:
+        for fd in (0, 1, 2):
+            os.close(fd)
+
+    result = subprocess.run([*OPENSPEC, "copy", "--json", "a", "b"], cwd=tmp_path, timeout=20,
+                            preexec_fn=close_all)  # fmt: skip
+
+    assert result.returncode == IO_ERROR  # the report could not be written to stdout
+    assert (tmp_path / "b").read_bytes() == data
 
 
 def test_missing_file_in_a_real_process(tmp_path: Path) -> None:
