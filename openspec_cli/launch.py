@@ -107,7 +107,8 @@ def hold_standard_fds() -> None:
                 os.dup2(held, fd)
                 os.close(held)
     if sys.stderr is None:
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        # Lives as long as the process, as the sys.stderr Python would have made.
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def main() -> None:
