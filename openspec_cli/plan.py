@@ -32,6 +32,22 @@ def _lstat(path: str) -> os.stat_result | None:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as err:  # a parent we may not search: cp says "cannot stat"
+        raise UsageError(f"cannot stat '{path}': {describe_os_error(err)}") from err
+
+
+def _unwritable(path: str, need: int = os.W_OK | os.X_OK) -> str | None:
+    """Why we may not write in (or to) ``path``, as the OS would say it; None if we may.
+    os.access gives no reason, and "Permission denied" for a read-only mount sends a user
+    after file modes that are fine."""
+    if os.access(path, need):
+        return None
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "Read-only file system"
+    except OSError:
+        pass
+    return "Permission denied"
 
 
 def _missing_parent(target: str) -> str | None:
@@ -133,9 +149,9 @@ def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bo
     reason = _missing_parent(target)
     if reason:
         raise UsageError(f"cannot create regular file '{target}': {reason}")
-    parent = os.path.dirname(target) or "."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot create regular file '{target}': Permission denied")
+    reason = _unwritable(os.path.dirname(target) or ".")
+    if reason:
+        raise UsageError(f"cannot create regular file '{target}': {reason}")
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 
@@ -167,13 +183,11 @@ def check_sums_file(path: str) -> None:
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"cannot write sums file '{path}': Is a directory")
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"cannot write sums file '{path}': Permission denied")
+        reason = _unwritable(path, os.W_OK)
+        if reason:
+            raise UsageError(f"cannot write sums file '{path}': {reason}")
         return
-    reason = _missing_parent(path)
-    parent = os.path.dirname(path) or "."
-    if reason is None and not os.access(parent, os.W_OK | os.X_OK):
-        reason = "Permission denied"
+    reason = _missing_parent(path) or _unwritable(os.path.dirname(path) or ".")
     if reason:
         raise UsageError(f"cannot create sums file '{path}': {reason}")
 

@@ -731,6 +731,23 @@ def test_unwritable_destination_directory_is_refused(
     assert "Permission denied" in assert_refused(result, USAGE, tmp_path, before, "ro")
 
 
+def test_destination_in_a_directory_we_may_not_search_is_refused(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    """Checked up front like other permissions: exit 2, not an I/O error."""
+    write_random(tmp_path / "a", 100)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0)
+    before = snapshot(tmp_path)
+    try:
+        result = run_openspec(["copy", "a", "locked/x"], cwd=tmp_path,
+                              preexec_fn=permission_checked)  # fmt: skip
+        line = assert_refused(result, USAGE, tmp_path, before, "locked/x")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert line == "openspec: cannot stat 'locked/x': Permission denied"
+
+
 # ---------------------------------------------------------------------------- while a copy runs
 
 

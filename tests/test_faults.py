@@ -253,3 +253,26 @@ def test_a_sparse_file_longer_than_the_free_space_still_fits(
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert (small_disk / "image").read_bytes() == src.read_bytes()
+
+
+def test_a_read_only_filesystem_is_named_as_such(
+    tmp_path: Path, state: Path, small_disk: Path
+) -> None:
+    """cp says 'Read-only file system'; 'Permission denied' would send a user after modes."""
+    src, _ = source(tmp_path, size=1 << 20)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    base = [sys.executable, "-m", "openspec_cli", "copy"]
+    into = subprocess.run([*base, str(src), str(small_disk)], env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    sums = subprocess.run([*base, "--sums", str(small_disk / "SUMS"), str(src),
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+    assert (into.returncode, sums.returncode) == (2, 2)
+    assert into.stderr == (
+        f"openspec: cannot create regular file '{small_disk / src.name}': Read-only file system\n"
+    )
+    assert sums.stderr.endswith("'" + str(small_disk / "SUMS") + "': Read-only file system\n")
+    assert list(small_disk.iterdir()) == []
+    assert not (tmp_path / "out").exists()
