@@ -624,7 +624,13 @@ def _start_open(
         options=options.persistent(spelled),
     )
     if keeps_checkpoint(st.st_size):
-        ckpt.save(cp)
+        try:
+            ckpt.save(cp)
+        except ckpt.CheckpointError as err:  # found before any byte moved: a usage problem
+            raise ckpt.CheckpointError(
+                f"{err.message} (OPENSPEC_STATE_DIR chooses another state directory)",
+                ExitCode.USAGE,
+            ) from err
     try:
         out_fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as err:

@@ -18,6 +18,7 @@ from conftest import (
     BOUNDARY_SIZES,
     KIB,
     MIB,
+    OPENSPEC,
     assert_one_error_line,
     assert_refused,
     invoke,
@@ -746,6 +747,25 @@ def test_destination_in_a_directory_we_may_not_search_is_refused(
     finally:
         (tmp_path / "locked").chmod(0o755)
     assert line == "openspec: cannot stat 'locked/x': Permission denied"
+
+
+def test_a_state_directory_that_cannot_be_written_is_refused_up_front(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    """A service user with no writable state dir: exit 2, nothing copied, and what to do."""
+    write_random(tmp_path / "a", 2 * MIB)
+    (tmp_path / "state" / "transfers").mkdir(parents=True)
+    (tmp_path / "state" / "transfers").chmod(0o555)
+    before = snapshot(tmp_path)
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(tmp_path / "state")}
+
+    result = subprocess.run([*OPENSPEC, "copy", "a", "b"], cwd=tmp_path, env=env,
+                            capture_output=True, check=False,
+                            preexec_fn=permission_checked)  # fmt: skip
+
+    line = assert_refused(result, USAGE, tmp_path, before, "state/transfers")
+    assert line.startswith("openspec: cannot write checkpoint ")
+    assert line.endswith(": Permission denied (OPENSPEC_STATE_DIR chooses another state directory)")
 
 
 # ---------------------------------------------------------------------------- while a copy runs
