@@ -660,9 +660,10 @@ def _reopen(cp: Checkpoint, options: CopyOptions, observer: Observer) -> Transfe
         ) from None
     try:
         out_fd = os.open(cp.partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as err:
+    except OSError as err:  # named as the user knows it (the destination's folder is gone)
         os.close(src_fd)
-        raise from_os_error(err, cp.partial) from err
+        kind = type(from_os_error(err, cp.dest))
+        raise kind(f"cannot create regular file '{cp.dest}': {describe_os_error(err)}") from err
     if not ckpt.try_lock(out_fd):
         for fd in (src_fd, out_fd):
             os.close(fd)
