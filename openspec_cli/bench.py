@@ -120,8 +120,10 @@ def make_config(
         raise UsageError(f"--dir: '{directory}' is not a directory")
     return dataclasses.replace(
         base,
-        sizes=_parse_list(sizes, parse_size) if sizes else base.sizes,
-        concurrency=_parse_list(concurrency, parse_streams) if concurrency else base.concurrency,
+        sizes=base.sizes if sizes is None else _parse_list(sizes, parse_size),
+        concurrency=(
+            base.concurrency if concurrency is None else _parse_list(concurrency, parse_streams)
+        ),
         directory=directory,
     )
 
@@ -155,8 +157,9 @@ def plan(config: Config, has_cp: bool = True) -> list[Spec]:
 
 
 def space_needed(specs: Sequence[Spec]) -> int:
-    """Bytes the largest scenario holds at once: its sources and one set of copies, plus slack."""
-    return max((2 * s.size * s.files for s in specs), default=0) + 16 * MIB
+    """Bytes the largest scenario holds at once, plus slack: its sources and two sets of copies
+    (openspec's stays while a reference tool writes its own)."""
+    return max((3 * s.size * s.files for s in specs), default=0) + 16 * MIB
 
 
 # ---------------------------------------------------------------------------- results
@@ -290,9 +293,24 @@ def _follow(
             elif line.startswith("result "):
                 found = result_from_dict(json.loads(line[7:]))
     if child.wait() != 0 or found is None:
-        tail = (area / "stderr").read_bytes()[-400:].decode(errors="replace")
-        raise OpenspecError(f"scenario {spec.id} failed: {tail.strip()}", ExitCode.IO_ERROR)
+        raise OpenspecError(f"scenario {spec.id} failed: {_why(child, area)}", ExitCode.IO_ERROR)
     return found
+
+
+def _why(child: subprocess.Popen[bytes], area: Path) -> str:
+    """The child's last line on stderr; when it left none (its log is on the same filesystem,
+    so a full disk swallows the message too), its exit status and the free space."""
+    with contextlib.suppress(OSError):
+        lines = (area / "stderr").read_bytes()[-4096:].decode(errors="replace").splitlines()
+        said = [line.strip() for line in lines if line.strip()]
+        if said:
+            return said[-1]
+    reason = f"exit status {child.returncode}, no message"
+    with contextlib.suppress(OSError):
+        vfs = os.statvfs(area)
+        if vfs.f_bavail * vfs.f_frsize < MIB:
+            reason += f"; No space left on device in '{area.parent}'"
+    return reason
 
 
 def _check_space(root: Path, specs: Sequence[Spec]) -> None:

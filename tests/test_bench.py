@@ -311,7 +311,8 @@ def test_defaults_follow_the_design_record() -> None:
 @pytest.mark.parametrize(
     ("sizes", "concurrency", "directory"),
     [("ten", None, None), ("0", None, None), (",", None, None), (None, "0", None),
-     (None, "1,x", None), (None, "1000", None), (None, None, "/no/such/dir")],
+     (None, "1,x", None), (None, "1000", None), (None, None, "/no/such/dir"),
+     ("", None, None), (None, "", None)],  # an unset variable must not mean the full run
 )  # fmt: skip
 def test_bad_options_are_usage_errors(
     sizes: str | None, concurrency: str | None, directory: str | None
@@ -324,6 +325,7 @@ def test_bad_options_are_usage_errors(
     "args",
     [
         ["--sizes", "lots"],
+        ["--sizes", ""],
         ["--concurrency", "0"],
         ["--dir", "/no/such/dir"],
         ["--baseline", "missing.json"],
@@ -521,3 +523,32 @@ def test_sigint_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in err.decode()
     time.sleep(0.3)  # a child left running would write again by now
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_scenario_says_why_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "stderr").write_bytes(b"Traceback (most recent call last):\n  ...\nOSError: boom\n")
+    child = subprocess.Popen(["false"])
+    child.wait()
+    assert bench._why(child, tmp_path) == "OSError: boom"
+    (tmp_path / "stderr").write_bytes(b"")  # a full disk swallowed the child's message
+    assert bench._why(child, tmp_path) == "exit status 1, no message"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_too_small_a_disk_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A 10 MiB scenario holds its source and two copies at once: 40 MiB is not enough."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], check=True)
+    try:
+        result = subprocess.run(
+            [*OPENSPEC, "bench", "--quick", "--sizes", "10M", "--concurrency", "1",
+             "--dir", str(mnt)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        left = list(mnt.iterdir())
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    assert result.returncode == 2, result.stderr
+    assert "free" in result.stderr.strip().splitlines()[-1]
+    assert left == []
