@@ -72,7 +72,7 @@ complete -c openspec -n "__openspec_at 'openspec resume'" -l restart -d 'Copy fr
 complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -d 'Remove a transfer\'s checkpoint and partial'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l prune -d 'Remove orphaned checkpoints, partial files and tree-copy journals'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l older-than -x -d 'With --prune: also remove transfers and tree copies idle this long (e.g. 7d)'
-complete -c openspec -n "__openspec_at 'openspec resume'" -l in -r -F -d 'With --prune: also look for orphaned partial files in DIR (repeatable)'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l in -r -F -d 'With --prune: also look for orphaned partial files in DIR'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l json -d 'Print a JSON summary on stdout'

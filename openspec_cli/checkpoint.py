@@ -307,15 +307,22 @@ def _partials_in(directory: str) -> list[str]:
 
 
 def _orphan(path: str, before: float) -> bool:
+    """Only our own files: another user's partial (root pruning a shared backup folder) is
+    named by a checkpoint in their state directory, which we cannot see."""
     if os.path.exists(path_for(str(partial_id(path)))):
         return False
-    return _mtime(path) < before and not partial_locked(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and st.st_mtime < before and not partial_locked(path)
 
 
 def orphan_partials(dirs: Iterable[str], before: float | None = None) -> list[str]:
-    """Partial files in ``dirs`` (not recursive) that no checkpoint names. Skipped: locked ones
-    and ones written since ``before`` (by default ORPHAN_GRACE_SECONDS ago: a copy may be
-    starting). Files too small for a checkpoint never have one, so a kill -9 leaves these."""
+    """Our partial files in ``dirs`` (not recursive) that no checkpoint names. Skipped: locked
+    ones, other users' ones, and ones written since ``before`` (by default ORPHAN_GRACE_SECONDS
+    ago: a copy may be starting). Files too small for a checkpoint never have one, so a kill -9
+    leaves these."""
     if before is None:
         before = time.time() - ORPHAN_GRACE_SECONDS
     found = {p for d in {os.path.abspath(d) for d in dirs} for p in _partials_in(d)}

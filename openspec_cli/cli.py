@@ -190,7 +190,7 @@ def resume(
         typer.Option(
             "--in",
             metavar="DIR",
-            help="With --prune: also look for orphaned partial files in DIR (repeatable).",
+            help="With --prune: also look for orphaned partial files in DIR.",
         ),
     ] = None,
     limit_rate: RateOpt = None,

@@ -840,6 +840,21 @@ def test_orphan_partials(state: Path, tmp_path: Path) -> None:
     assert ckpt.orphan_partials([str(d)]) == sorted([str(orphan), str(locked)])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_another_users_partial_is_no_orphan_of_ours(state: Path, tmp_path: Path) -> None:
+    """Their checkpoint is in their state directory: pruning ours must not remove their work."""
+    theirs, ours = tmp_path / ".a.11111111.openspec-part", tmp_path / ".b.22222222.openspec-part"
+    for path in (theirs, ours):
+        path.write_bytes(b"x")
+        age(path)
+    os.chown(theirs, 65534, 65534)
+
+    assert ckpt.orphan_partials([str(tmp_path)]) == [str(ours)]
+    ckpt.prune(dirs=[str(tmp_path)])
+    assert theirs.exists()
+    assert not ours.exists()
+
+
 def test_prune(state: Path, tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
     gone = make(tmp_path, "11111111", "gone.bin")  # partial removed: checkpoint is useless
     running = make(tmp_path, "22222222", "running.bin")  # partial gone too, but owner alive
