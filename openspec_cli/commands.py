@@ -42,6 +42,8 @@ class Settings:
     """Global flags that every command honours."""
 
     debug: bool = False
+    #: ``--progress json``: stderr is NDJSON, so messages go out as events too.
+    json_stderr: bool = False
 
 
 settings = Settings()
@@ -50,8 +52,19 @@ settings = Settings()
 
 
 def say(message: str) -> None:
-    """One line on stderr, prefixed like coreutils do."""
-    write_stderr(f"{PROG}: {message}\n")
+    """One line on stderr, prefixed like coreutils do (an NDJSON event under --progress json)."""
+    if settings.json_stderr:
+        _event({"event": "message", "message": message})
+    else:
+        write_stderr(f"{PROG}: {message}\n")
+
+
+def _event(fields: dict[str, Any]) -> None:
+    """One NDJSON line on stderr, shaped as the progress events are."""
+    import json
+    import time
+
+    write_stderr(json.dumps({"t": round(time.time(), 3), **fields}) + "\n")
 
 
 def _silence_stdout() -> None:
@@ -81,8 +94,9 @@ class _ClosedStdout(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def handled() -> Iterator[None]:
+def handled(progress_mode: str = "auto") -> Iterator[None]:
     """Map every expected failure to one line on stderr and its exit code (the one place)."""
+    settings.json_stderr = progress_mode == "json"
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -200,7 +214,7 @@ def copy(
     """Copy files like cp, hashing on the fly; the final name appears only when complete."""
     from openspec_cli import api
 
-    with handled():
+    with handled(progress_mode):
         if len(paths) < 2:
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
         rate = size_option(limit_rate, "--limit-rate")
@@ -396,7 +410,7 @@ def resume(
     """List interrupted transfers, or resume one from its last verified checkpoint."""
     from openspec_cli import api, resuming
 
-    with handled():
+    with handled(progress_mode):
         _check_resume_flags(
             transfer_id, list_, all_, restart, discard, prune, older_than, prune_dirs
         )
@@ -455,15 +469,26 @@ def cat(
 
     if progress_mode == "auto" and sys.stdout is not None and sys.stdout.isatty():
         progress_mode = "none"  # the data goes to the terminal: a panel there would tear it
-    with handled():
+    failed: list[OpenspecError] = []
+
+    def skip(err: OpenspecError) -> None:  # as GNU cat: say so, go on, fail at the end
+        say(err.message)
+        failed.append(err)
+
+    with handled(progress_mode):
         with progress("cat", progress_mode, quiet) as observer:
             result = streams.cat(
-                files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate), observer
-            )
+                files or [streams.STDIN], 1, algo if hash_ else None, _limiter(limit_rate),
+                observer, on_error=skip,
+            )  # fmt: skip
         if result.digest is not None and result.algo is not None:
-            # A bare sum line (no "openspec:" prefix), so `2> SUMS` gives a usable sum file.
-            name = hashing.display_name_for_stdin(result.algo)
-            write_stderr(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
+            if settings.json_stderr:
+                _event({"event": "digest", "algo": result.algo, "digest": result.digest})
+            else:  # a bare sum line (no "openspec:" prefix), so `2> SUMS` is a usable sum file
+                name = hashing.display_name_for_stdin(result.algo)
+                write_stderr(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
+        if failed:
+            raise SystemExit(max(int(err.exit_code) for err in failed))
 
 
 # ---------------------------------------------------------------------------- verify
@@ -519,7 +544,7 @@ def verify(
     from openspec_cli.algorithms import DEFAULT_ALGO
     from openspec_cli.streams import STDIN
 
-    with handled():
+    with handled(progress_mode):
         _check_verify_flags(
             check, tag, quiet, status, strict, ignore_missing, warn, against, recursive
         )

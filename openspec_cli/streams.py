@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from openspec_cli import hashing
 from openspec_cli.chunking import MAX_CHUNK
@@ -21,6 +22,7 @@ from openspec_cli.engine import (
 from openspec_cli.errors import (
     BrokenPipe,
     MismatchError,
+    OpenspecError,
     TransferIOError,
     UsageError,
     describe_os_error,
@@ -33,6 +35,7 @@ from openspec_cli.records import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from openspec_cli.engine import Observer
+    from openspec_cli.hashing import Hasher
 
 STDIN = "-"
 #: After Ctrl-C, how long cat waits for a write into a stalled pipe before leaving it behind.
@@ -94,28 +97,38 @@ class CatResult(Record):
         self.seconds = seconds
 
 
-def _check_inputs(paths: list[str], out_fd: int) -> None:
-    """Refuse, before writing anything, inputs that are missing, directories, or the output
-    itself (``openspec cat f >> f`` would read its own writes until the disk is full)."""
+class OutputError(TransferIOError):
+    """Writing standard output failed: that ends the whole cat, whatever the inputs."""
+
+
+#: Errors of a splice that are the output's whatever the input (a full disk behind stdout).
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _output_stat(out_fd: int) -> os.stat_result | None:
+    """The output, when it is a regular file that an input could turn out to be."""
     try:
         out = os.fstat(out_fd)
     except OSError:
-        out = None
-    if out is not None and not stat.S_ISREG(out.st_mode):
-        out = None  # a pipe or terminal cannot be read back
-    for path in paths:
-        try:
-            st = os.fstat(0) if path == STDIN else os.stat(path)
-        except OSError as err:
-            if path == STDIN:
-                continue  # no stdin: reading it will say so
-            raise from_os_error(err, path) from err
-        if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"'{path}': Is a directory")
-        if path != STDIN and not os.access(path, os.R_OK):
-            raise UsageError(f"'{path}': Permission denied")
-        if out is not None and os.path.samestat(st, out):
-            raise UsageError(f"'{path}': input file is output file")
+        return None
+    return out if stat.S_ISREG(out.st_mode) else None  # a pipe or terminal cannot be read back
+
+
+def _check_input(path: str, out: os.stat_result | None) -> None:
+    """Refuse an input that is missing, a directory, unreadable, or the output itself
+    (``openspec cat f >> f`` would read its own writes until the disk is full)."""
+    try:
+        st = os.fstat(0) if path == STDIN else os.stat(path)
+    except OSError as err:
+        if path == STDIN:
+            return  # no stdin: reading it will say so
+        raise from_os_error(err, path) from err
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"'{path}': Is a directory")
+    if path != STDIN and not os.access(path, os.R_OK):
+        raise UsageError(f"'{path}': Permission denied")
+    if out is not None and os.path.samestat(st, out):
+        raise UsageError(f"'{path}': input file is output file")
 
 
 @contextlib.contextmanager
@@ -139,53 +152,72 @@ def cat(
     algo: str | None = None,
     limiter: RateLimiter | None = None,
     observer: Observer | None = None,
+    on_error: Callable[[OpenspecError], None] | None = None,
 ) -> CatResult:
-    """Concatenate ``paths`` (``-`` is stdin) to ``out_fd``; a closed pipe raises BrokenPipe."""
+    """Concatenate ``paths`` (``-`` is stdin) to ``out_fd``; a closed pipe raises BrokenPipe.
+
+    As GNU cat does, an input that cannot be read (missing, a directory, the output itself, a
+    read error) goes to ``on_error`` and the next one follows; without ``on_error`` it is
+    raised. A failing output always ends the run (:class:`OutputError`).
+    """
     observer = observer or NullObserver()
-    _check_inputs(paths, out_fd)
+    out = _output_stat(out_fd)
     enlarge_pipe(out_fd)
     hasher = hashing.new_hasher(algo) if algo else None
-    total = 0
-    seconds = 0.0
+    total, seconds = 0, 0.0
+    for path in paths:
+        stats = StreamStats(name="stdin" if path == STDIN else os.path.basename(path))
+        try:
+            _check_input(path, out)
+            _cat_one(path, out_fd, stats, hasher, limiter, observer)
+        except (OutputError, BrokenPipe):
+            raise
+        except OpenspecError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+        total += stats.done
+        seconds += stats.seconds
+    return CatResult(total, algo, hasher.hexdigest() if hasher else None, seconds)
 
+
+def _cat_one(
+    path: str,
+    out_fd: int,
+    stats: StreamStats,
+    hasher: Hasher | None,
+    limiter: RateLimiter | None,
+    observer: Observer,
+) -> None:
     def sink(view: memoryview) -> None:
         try:
             write_all(out_fd, view)
         except BrokenPipeError:
             raise
         except OSError as err:  # the output's fault, not this input's
-            raise TransferIOError(
-                f"error writing standard output: {describe_os_error(err)}"
-            ) from err
+            raise OutputError(f"error writing standard output: {describe_os_error(err)}") from err
 
-    for path in paths:
-        with _open_input(path) as fd:
-            enlarge_pipe(fd)
-            st = os.fstat(fd)
-            size = st.st_size if stat.S_ISREG(st.st_mode) else None
-            stats = StreamStats(
-                name="stdin" if path == STDIN else os.path.basename(path), total=size
-            )
-            observer.stream_started(stats)
-            try:
-                if hasher is not None or not splice_stream(fd, out_fd, stats, limiter):
-                    Pump(
-                        fd,
-                        stats,
-                        hasher=hasher,
-                        sink=sink,
-                        limiter=limiter,
-                        abandon_wait=PIPE_ABANDON_WAIT,
-                    ).run()
-            except BrokenPipeError as err:
-                raise BrokenPipe("output closed") from err
-            except OSError as err:
-                raise TransferIOError(f"'{path}': {describe_os_error(err)}") from err
-            finally:
-                observer.stream_finished(stats)
-            total += stats.done
-            seconds += stats.seconds
-    return CatResult(total, algo, hasher.hexdigest() if hasher else None, seconds)
+    with _open_input(path) as fd:
+        enlarge_pipe(fd)
+        st = os.fstat(fd)
+        stats.total = st.st_size if stat.S_ISREG(st.st_mode) else None
+        observer.stream_started(stats)
+        try:
+            if hasher is not None or not splice_stream(fd, out_fd, stats, limiter):
+                Pump(
+                    fd, stats, hasher=hasher, sink=sink, limiter=limiter,
+                    abandon_wait=PIPE_ABANDON_WAIT,
+                ).run()  # fmt: skip
+        except BrokenPipeError as err:
+            raise BrokenPipe("output closed") from err
+        except OSError as err:
+            if err.errno in _OUTPUT_ERRNOS:  # from splice, which cannot say which side failed
+                raise OutputError(
+                    f"error writing standard output: {describe_os_error(err)}"
+                ) from err
+            raise TransferIOError(f"'{path}': {describe_os_error(err)}") from err
+        finally:
+            observer.stream_finished(stats)
 
 
 class Difference(Record):

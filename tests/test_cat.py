@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -173,10 +174,11 @@ def test_directory_is_refused(runner: CliRunner, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("via_stdin", [False, True])
 def test_input_that_is_the_output_is_refused(tmp_path: Path, via_stdin: bool) -> None:
-    """``openspec cat f >> f`` would read back its own writes until the disk is full."""
+    """``openspec cat f >> f`` would read back its own writes until the disk is full; the
+    other inputs are written, as GNU cat writes them."""
     data = write_random(tmp_path / "f", 100 * KIB)
     args = ["cat", "a", "-"] if via_stdin else ["cat", "a", "f"]
-    write_random(tmp_path / "a", 10, seed=1)
+    small = write_random(tmp_path / "a", 10, seed=1)
     with open(tmp_path / "f", "ab") as out, open(tmp_path / "f", "rb") as stdin:
         result = subprocess.run(
             [*OPENSPEC, *args], cwd=tmp_path, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
@@ -186,21 +188,53 @@ def test_input_that_is_the_output_is_refused(tmp_path: Path, via_stdin: bool) ->
     assert result.returncode == USAGE
     line = assert_one_error_line(result.stderr.decode(), "-" if via_stdin else "f")
     assert "input file is output file" in line
-    assert (tmp_path / "f").read_bytes() == data  # nothing written, not even 'a'
+    assert (tmp_path / "f").read_bytes() == data + small  # 'a', and nothing of f itself
 
 
-def test_unreadable_input_is_refused_before_anything_is_written(
+def test_an_unreadable_input_is_skipped_and_fails_the_run(
     tmp_path: Path, permission_checked: Callable[[], object] | None
 ) -> None:
-    write_random(tmp_path / "a", 10)
+    a = write_random(tmp_path / "a", 10)
     write_random(tmp_path / "secret", 10, seed=1)
     (tmp_path / "secret").chmod(0)
 
-    result = run_openspec(["cat", "a", "secret"], cwd=tmp_path, preexec_fn=permission_checked)
+    result = run_openspec(["cat", "a", "secret", "a"], cwd=tmp_path, preexec_fn=permission_checked)
 
     assert result.returncode == USAGE
     assert "Permission denied" in assert_one_error_line(result.stderr.decode(), "secret")
-    assert result.stdout == b""
+    assert result.stdout == a + a
+
+
+def test_bad_inputs_are_named_in_turn_and_the_good_ones_written(tmp_path: Path) -> None:
+    """GNU cat goes on after a bad input and fails at the end: a pipeline gets what exists."""
+    a = write_random(tmp_path / "a", 3 * MIB)
+    (tmp_path / "dir").mkdir()
+
+    result = run_openspec(["cat", "a", "missing", "dir", "a"], cwd=tmp_path)
+
+    assert result.returncode == USAGE
+    assert result.stdout == a + a
+    assert result.stderr.decode().splitlines() == [
+        "openspec: 'missing': No such file or directory",
+        "openspec: 'dir': Is a directory",
+    ]
+
+
+def test_progress_json_keeps_stderr_ndjson_with_hash_and_errors(tmp_path: Path) -> None:
+    """The digest and the error lines become events too, so every line parses."""
+    a = write_random(tmp_path / "a", 3 * MIB)
+
+    result = run_openspec(["cat", "--progress", "json", "--hash", "a", "missing"], cwd=tmp_path)
+
+    assert result.returncode == USAGE
+    assert result.stdout == a
+    events = [json.loads(line) for line in result.stderr.decode().splitlines()]
+    message, digest = events[-2:]
+    assert (message["event"], message["message"]) == (
+        "message", "'missing': No such file or directory"
+    )  # fmt: skip
+    assert digest["event"] == "digest"
+    assert (digest["algo"], digest["digest"]) == ("xxh128", xxh128_hex(a))
 
 
 def test_a_failing_output_is_named_as_the_output(tmp_path: Path) -> None:

@@ -276,3 +276,19 @@ def test_a_read_only_filesystem_is_named_as_such(
     assert sums.stderr.endswith("'" + str(small_disk / "SUMS") + "': Read-only file system\n")
     assert list(small_disk.iterdir()) == []
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_behind_stdout_is_blamed_on_the_output_also_from_a_pipe(
+    small_disk: Path,
+) -> None:
+    """From a pipe, cat moves data with splice, whose error does not say which side failed."""
+    producer = subprocess.Popen(["head", "-c", str(12 << 20), "/dev/zero"], stdout=subprocess.PIPE)
+    with open(small_disk / "out", "wb") as out:
+        result = subprocess.run([sys.executable, "-m", "openspec_cli", "cat"],
+                                stdin=producer.stdout, stdout=out, stderr=subprocess.PIPE,
+                                timeout=30, check=False)  # fmt: skip
+    assert producer.stdout is not None
+    producer.stdout.close()
+    producer.wait()
+    assert result.returncode == 3
+    assert result.stderr == b"openspec: error writing standard output: No space left on device\n"

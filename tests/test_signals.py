@@ -200,7 +200,8 @@ def test_sigterm_stops_a_verify_of_several_files(
     assert proc.returncode == TERMINATED, err
     assert out == b""
     assert b"FAILED" not in err
-    assert err.decode().splitlines()[-1] == "openspec: terminated"
+    last = json.loads(err.decode().splitlines()[-1])  # stderr stays NDJSON to the end
+    assert (last["event"], last["message"]) == ("message", "terminated")
 
 
 def test_verify_check_prints_each_result_when_its_file_is_done(
