@@ -111,6 +111,29 @@ def new_hasher(algo: str) -> Hasher:
     return spec_for(algo).factory()
 
 
+class MultiHasher:
+    """Several digests from one pass over the data. A sum line whose algorithm is only guessed
+    (32 hex digits: xxh128 or md5) is checked with one read of the file, not one per guess;
+    and standard input can be read only once."""
+
+    def __init__(self, algos: tuple[str, ...], hashers: list[Hasher] | None = None) -> None:
+        self.algos = algos
+        self._hashers = hashers if hashers is not None else [new_hasher(a) for a in algos]
+
+    def update(self, data: BytesLike, /) -> None:
+        for hasher in self._hashers:
+            hasher.update(data)
+
+    def hexdigest(self) -> str:
+        return self._hashers[0].hexdigest()
+
+    def hexdigests(self) -> list[str]:
+        return [hasher.hexdigest() for hasher in self._hashers]
+
+    def copy(self) -> MultiHasher:
+        return MultiHasher(self.algos, [hasher.copy() for hasher in self._hashers])
+
+
 def digest_bytes(data: BytesLike, algo: str = DEFAULT_ALGO) -> str:
     """Hex digest of an in-memory buffer, for small inputs and tests."""
     hasher = new_hasher(algo)

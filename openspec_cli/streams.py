@@ -64,8 +64,10 @@ def hash_path(
     stats: StreamStats | None = None,
     drop_cache: bool = False,
     limiter: RateLimiter | None = None,
+    hasher: Hasher | None = None,
 ) -> str:
-    """Digest of the file at ``path``; ``drop_cache`` asks the OS to read it from the device."""
+    """Digest of the file at ``path``; ``drop_cache`` asks the OS to read it from the device.
+    ``hasher``, when given, is fed instead of a new one of ``algo``."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as err:
@@ -74,7 +76,7 @@ def hash_path(
         size = os.fstat(fd).st_size
         if drop_cache and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        hasher = hashing.new_hasher(algo)
+        hasher = hasher or hashing.new_hasher(algo)
         stats = stats or StreamStats(name=path, total=size)
         try:
             Pump(fd, stats, hasher=hasher, limiter=limiter).run()

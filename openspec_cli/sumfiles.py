@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 from openspec_cli.hashing import DEFAULT_ALGO, SPECS, escape_name, spec_for
 
+#: ``hash_file(path, algos)``: the digests of one file in each of ``algos``, or OSError.
+HashFile = Callable[[str, tuple[str, ...]], list[str]]
+
 # Untagged lines only carry a length; where two algorithms share one, the first listed wins,
 # except XXH3-64, whose GNU lines always carry the XXH3_ prefix.
 _BY_LENGTH = {s.hex_len: n for n, s in reversed(SPECS.items()) if n != "xxh3"}
@@ -151,6 +154,8 @@ class SumEntry:
     lineno: int
     #: The algorithm was only guessed from the digest's length, which others share.
     guessed: bool = field(default=False, compare=False)
+    #: ...but the sum file told us which one it likely is (its name, or an earlier line).
+    likely: bool = field(default=False, compare=False)
 
 
 def _hinted_algo(hint: str | None) -> str | None:
@@ -199,7 +204,10 @@ class _LineParser:
         if name is None:
             raise MalformedLine(f"bad escape in name: {line!r}")
         guessed = not match and self.algo is None and len(_SAME_LENGTH.get(len(digest), ())) > 1
-        return SumEntry(algo, digest.lower(), name, lineno, guessed and algo != "xxh3")
+        likely = len(digest) in self.learned or (
+            self.hinted is not None and SPECS[self.hinted].hex_len == len(digest)
+        )
+        return SumEntry(algo, digest.lower(), name, lineno, guessed and algo != "xxh3", likely)
 
     def _split_tagged(self, match: re.Match[str], rest: str) -> tuple[str, str, str]:
         algo = _TAG_TO_ALGO[match.group(1)]
@@ -325,7 +333,7 @@ class _Tally:
 def check_sums(
     lines: Iterable[str],
     sum_file_name: str,
-    hash_file: Callable[[str, str], str],
+    hash_file: HashFile,
     options: CheckOptions,
     prog: str = "openspec",
     report: CheckReport | None = None,
@@ -333,9 +341,10 @@ def check_sums(
     """Verify one sum file the way ``sha256sum -c`` does: same lines, same exit code (0 or 1).
 
     ``lines`` are the file split on ``\\n`` only (CR is part of a name unless it ends the line),
-    decoded with surrogateescape. ``hash_file(path, algo)`` returns the hex digest or raises
-    OSError. For several sum files call this once per file and exit with the max exit code.
-    ``-`` as ``sum_file_name`` is shown as "standard input", as GNU does.
+    decoded with surrogateescape. ``hash_file(path, algos)`` returns the hex digests of the
+    file in those algorithms (one read) or raises OSError. For several sum files call this once
+    per file and exit with the max exit code. ``-`` as ``sum_file_name`` is shown as "standard
+    input", as GNU does.
     """
     lines = list(lines)
     parser = _LineParser(options.algo, sum_file_name)
@@ -379,7 +388,7 @@ def _first_algo(lines: list[str], like: _LineParser) -> str | None:
 
 def _check_entry(
     entry: SumEntry,
-    hash_file: Callable[[str, str], str],
+    hash_file: HashFile,
     options: CheckOptions,
     prog: str,
     report: CheckReport,
@@ -407,15 +416,21 @@ def _check_entry(
     return matched
 
 
-def _matching_algo(entry: SumEntry, hash_file: Callable[[str, str], str]) -> str | None:
+def _matching_algo(entry: SumEntry, hash_file: HashFile) -> str | None:
     """The entry's algorithm if the file matches; for a guessed one, the others of the same
-    length are tried before calling it a mismatch (an md5sum file named M5 is not xxh128)."""
-    tried = [entry.algo]
-    if entry.guessed:
-        tried += [a for a in _SAME_LENGTH[len(entry.hexdigest)] if a != entry.algo]
-    for algo in tried:
-        if hash_file(entry.name, algo).lower() == entry.hexdigest:
-            return algo
+    length count too (an md5sum file named M5 is not xxh128). When nothing says which it is,
+    all are hashed in one read; when the file's name or an earlier line does, that one first,
+    and the others only if it does not match."""
+    others = tuple(a for a in _SAME_LENGTH.get(len(entry.hexdigest), ()) if a != entry.algo)
+    rounds: list[tuple[str, ...]] = [(entry.algo,)]
+    if entry.guessed and entry.likely:
+        rounds.append(others)
+    elif entry.guessed:
+        rounds = [(entry.algo, *others)]
+    for algos in rounds:
+        for algo, digest in zip(algos, hash_file(entry.name, algos), strict=True):
+            if digest.lower() == entry.hexdigest:
+                return algo
     return None
 
 

@@ -28,17 +28,23 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from openspec_cli import sumfiles
     from openspec_cli.engine import Observer
+    from openspec_cli.hashing import Hasher
 
 Say = Callable[[str], None]
 
 
 def hash_any(
-    path: str, algo: str, limiter: RateLimiter | None = None, observer: Observer | None = None
+    path: str,
+    algo: str,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+    hasher: Hasher | None = None,
 ) -> str:
-    """Digest of a file, or of stdin for ``-``; raises OSError-derived errors for the caller."""
+    """Digest of a file, or of stdin for ``-``; raises OSError-derived errors for the caller.
+    ``hasher``, when given, is fed instead of a new one of ``algo``."""
     observer = observer or NullObserver()
     if path == STDIN:
-        hasher = hashing.new_hasher(algo)
+        hasher = hasher or hashing.new_hasher(algo)
         stats = StreamStats(name="stdin")
         observer.stream_started(stats)
         try:
@@ -54,11 +60,16 @@ def hash_any(
         raise from_os_error(err, path) from err
     if stat.S_ISDIR(st.st_mode):
         raise OpenspecError(f"'{path}': Is a directory", ExitCode.USAGE)
-    return _hash_watched(path, st, algo, limiter, observer)
+    return _hash_watched(path, st, algo, limiter, observer, hasher)
 
 
 def _hash_watched(
-    path: str, st: os.stat_result, algo: str, limiter: RateLimiter | None, observer: Observer
+    path: str,
+    st: os.stat_result,
+    algo: str,
+    limiter: RateLimiter | None,
+    observer: Observer,
+    hasher: Hasher | None = None,
 ) -> str:
     """Hash a file the observer is told about, with its size known before the stream starts
     (so progress shows a percentage and logs say the size)."""
@@ -66,7 +77,7 @@ def _hash_watched(
     stats = StreamStats(name=os.path.basename(path), total=total)
     observer.stream_started(stats)
     try:
-        return hash_path(path, algo, stats=stats, limiter=limiter)
+        return hash_path(path, algo, stats=stats, limiter=limiter, hasher=hasher)
     finally:
         observer.stream_finished(stats)
 
@@ -94,13 +105,24 @@ def run_digests(
     return int(code)
 
 
-def _hash_for_check(path: str, algo: str, limiter: RateLimiter | None, observer: Observer) -> str:
-    """``hash_file`` for :func:`sumfiles.check_sums`: failures must surface as OSError."""
-    st = os.stat(path)
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(21, "Is a directory", path)
+def _hash_for_check(
+    path: str, algos: tuple[str, ...], limiter: RateLimiter | None, observer: Observer
+) -> list[str]:
+    """``hash_file`` for :func:`sumfiles.check_sums`: the digests of ``path`` in every one of
+    ``algos``, from one read; failures must surface as OSError.
+
+    A line for ``-`` (GNU), or ``stdin`` in an xxhsum-family file, is checked against standard
+    input, as those tools do: ``openspec cat --hash f > g 2> SUMS`` gives such a line."""
+    hasher = hashing.MultiHasher(algos)
     try:
-        return _hash_watched(path, st, algo, limiter, observer)
+        if path == STDIN or path == hashing.display_name_for_stdin(algos[0]):
+            hash_any(STDIN, algos[0], limiter, observer, hasher)
+            return hasher.hexdigests()
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", path)
+        _hash_watched(path, st, algos[0], limiter, observer, hasher)
+        return hasher.hexdigests()
     except OpenspecError as err:
         cause = err.__cause__
         if isinstance(cause, OSError):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -270,13 +269,13 @@ def test_quote_name_matches_coreutils(name: str, quoted: str) -> None:
 FILES = {"a": b"alpha", "b b": b"beta", "new\nline": b"nl", "back\\slash": b"bs", "adir": b""}
 
 
-def fake_hash_file(files: dict[str, bytes]) -> Callable[[str, str], str]:
-    def hash_file(path: str, algo: str) -> str:
+def fake_hash_file(files: dict[str, bytes]) -> sumfiles.HashFile:
+    def hash_file(path: str, algos: tuple[str, ...]) -> list[str]:
         if path == "adir":
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         if path not in files:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return hashing.digest_bytes(files[path], algo)
+        return [hashing.digest_bytes(files[path], algo) for algo in algos]
 
     return hash_file
 
@@ -293,20 +292,20 @@ def check(lines: list[str], name: str = "SUMS", **opts: Any) -> sumfiles.CheckRe
 
 
 def test_a_guessed_algorithm_is_learned_from_the_first_line_that_matches() -> None:
-    """An md5sum file with no hint in its name: the first line is tried as xxh128, then md5;
-    the rest of the file is hashed as md5 straight away."""
-    calls: list[tuple[str, str]] = []
+    """An md5sum file with no hint in its name: the first file is hashed as xxh128 and md5 in
+    one read; the rest of the file is hashed as md5 straight away."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
     plain = fake_hash_file(FILES)
 
-    def counting(path: str, algo: str) -> str:
-        calls.append((path, algo))
-        return plain(path, algo)
+    def counting(path: str, algos: tuple[str, ...]) -> list[str]:
+        calls.append((path, algos))
+        return plain(path, algos)
 
     lines = [sum_line("a", "md5"), sum_line("b b", "md5")]
     report = sumfiles.check_sums(lines, "SUMS", counting, CheckOptions())
 
     assert report.stdout == ["a: OK", "b b: OK"]
-    assert calls == [("a", "xxh128"), ("a", "md5"), ("b b", "md5")]
+    assert calls == [("a", ("xxh128", "md5")), ("b b", ("md5",))]
 
 
 def test_all_good_lines_pass() -> None:
