@@ -78,6 +78,7 @@ def copy(
     if tree is not None and not new_tree:
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
+    plan.check_space(steps, no_clobber)
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:

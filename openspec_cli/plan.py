@@ -6,7 +6,7 @@ import contextlib
 import os
 import stat
 
-from openspec_cli.errors import UsageError, describe_os_error, kind_name
+from openspec_cli.errors import TransferIOError, UsageError, describe_os_error, kind_name
 from openspec_cli.records import Record
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
@@ -225,3 +225,81 @@ def _check_file_target_in_tree(
         _check_replaceable(src, target, target_st, no_clobber)
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
+
+
+# ---------------------------------------------------------------------------- free space
+
+
+def check_space(steps: list[Step], no_clobber: bool = False) -> None:
+    """Refuse, before the first byte, a copy of several files that cannot fit (each file's own
+    check comes too late for a tree: its first files would be written for nothing).
+
+    What each filesystem must take is the files' allocated sizes less what their destinations
+    and partial files already hold (a rerun that continues needs only the rest). That can
+    underestimate by one replaced file, never overestimate: a copy that fits is not refused,
+    and the per-file check still stops the rest.
+    """
+    files = [step for step in steps if step.kind == "file"]
+    if len(files) < 2:
+        return  # one file: its own check says it best, and counts a replaced file in full
+    needs: dict[int, tuple[str, int]] = {}  # device -> (a directory on it, bytes still needed)
+    held = _Held()
+    for step in files:
+        if no_clobber and os.path.lexists(step.dest):
+            continue
+        try:
+            st = os.stat(step.source)
+        except OSError:
+            continue  # the copy itself will say what is wrong with it
+        size = st.st_blocks * 512 if st.st_blocks * 512 < st.st_size else st.st_size
+        where = _existing_ancestor(os.path.dirname(os.path.abspath(step.dest)))
+        device = os.stat(where).st_dev
+        place, need = needs.get(device, (where, 0))
+        needs[device] = (place, need + max(size - held.bytes_for(step.dest), 0))
+    for place, need in needs.values():
+        _check_free(place, need, len(files))
+
+
+class _Held:
+    """Bytes already at a destination: the file itself and its partial files (one listing of
+    each directory, however many files go there)."""
+
+    def __init__(self) -> None:
+        self._listings: dict[str, dict[str, int]] = {}
+
+    def bytes_for(self, dest: str) -> int:
+        folder, name = os.path.split(os.path.abspath(dest))
+        listing = self._listings.get(folder)
+        if listing is None:
+            listing = self._listings[folder] = _allocated_in(folder)
+        prefix = f".{name}."
+        partials = (n for n in listing if n.startswith(prefix) and n.endswith(".openspec-part"))
+        return listing.get(name, 0) + sum(listing[n] for n in partials)
+
+
+def _allocated_in(folder: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    found[entry.name] = entry.stat(follow_symlinks=False).st_blocks * 512
+    return found
+
+
+def _existing_ancestor(path: str) -> str:
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _check_free(place: str, need: int, files: int) -> None:
+    try:
+        vfs = os.statvfs(place)
+    except OSError:
+        return
+    free = vfs.f_bavail * vfs.f_frsize
+    if vfs.f_blocks and need > free:  # a pseudo filesystem reports no size: nothing to judge
+        raise TransferIOError(
+            f"'{place}': No space left on device ({files} files need {need} bytes, {free} free)"
+        )

@@ -292,3 +292,28 @@ def test_a_full_disk_behind_stdout_is_blamed_on_the_output_also_from_a_pipe(
     producer.wait()
     assert result.returncode == 3
     assert result.stderr == b"openspec: error writing standard output: No space left on device\n"
+
+
+def test_a_tree_too_big_for_the_disk_is_refused_before_its_first_file(
+    tmp_path: Path, state: Path, small_disk: Path
+) -> None:
+    """Each file alone fits, all of them do not: nothing is written, not even the folder."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("a", "b", "c"):
+        (tree / name).write_bytes(os.urandom(3 << 20))
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "openspec_cli", "copy", "-r", str(tree), str(small_disk / "t")]
+
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+
+    assert result.returncode == 3
+    assert result.stderr == (
+        f"openspec: '{small_disk}': No space left on device "
+        f"(3 files need {9 << 20} bytes, {shutil.disk_usage(small_disk).free} free)\n"
+    )
+    assert list(small_disk.iterdir()) == []
+    (tree / "c").unlink()  # two fit: the check must not refuse what the disk can hold
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (small_disk / "t").iterdir()) == ["a", "b"]
