@@ -58,7 +58,7 @@ complete -c openspec -n "__openspec_at 'openspec copy'" -l no-fsync -d 'Skip fsy
 complete -c openspec -n "__openspec_at 'openspec copy'" -l restart -d 'Start over instead of resuming an interrupted copy'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l checkpoint-every -x -d 'Record a resumable checkpoint every N chunks'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s j -l jobs -x -d 'Copy up to N files at once'
-complete -c openspec -n "__openspec_at 'openspec copy'" -l max-memory -x -d 'Memory ceiling for the operation (default 50M, less if scarce)'
+complete -c openspec -n "__openspec_at 'openspec copy'" -l max-memory -x -d 'Ceiling for the engine\'s buffers, at least 2M (default: what keeps the process under 50M, less if memory is scarce)'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l no-cache -d 'Drop copied data from the page cache as it goes'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l json -d 'Print a JSON summary on stdout'

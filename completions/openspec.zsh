@@ -91,7 +91,7 @@ _openspec_copy() {
         '(--checkpoint-every)--checkpoint-every=[Record a resumable checkpoint every N chunks]:n: ' \
         '(-j --jobs)-j+[Copy up to N files at once]:n: ' \
         '(-j --jobs)--jobs=[Copy up to N files at once]:n: ' \
-        '(--max-memory)--max-memory=[Memory ceiling for the operation (default 50M, less if scarce)]:size: ' \
+        '(--max-memory)--max-memory=[Ceiling for the engine'\''s buffers, at least 2M (default\: what keeps the process under 50M, less if memory is scarce)]:size: ' \
         '(--no-cache)--no-cache[Drop copied data from the page cache as it goes]' \
         '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
         '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \

@@ -137,7 +137,8 @@ def copy(
         typer.Option(
             "--max-memory",
             metavar="SIZE",
-            help="Memory ceiling for the operation (default 50M, less if scarce).",
+            help="Ceiling for the engine's buffers, at least 2M (default: what keeps the "
+            "process under 50M, less if memory is scarce).",
         ),
     ] = None,
     no_cache: Annotated[

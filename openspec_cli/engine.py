@@ -770,6 +770,8 @@ def splice_stream(
         return False
     if limiter is not None:
         chunk = limiter.chunk(chunk)
+    stats.chunk_size = chunk  # what each splice asks the kernel to move, shown by the panel
+    stats.chunk_sizes.append(chunk)
     while True:
         try:
             n = splice(src, dst, chunk)

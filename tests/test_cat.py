@@ -24,6 +24,9 @@ from conftest import (
 )
 from typer.testing import CliRunner
 
+from openspec_cli.chunking import MAX_CHUNK
+from openspec_cli.engine import RateLimiter
+
 USAGE = 2
 IO_ERROR = 3
 BROKEN_PIPE = 141
@@ -310,3 +313,18 @@ def test_no_escape_codes_on_stderr_when_it_is_not_a_terminal(tmp_path: Path) -> 
     for result in results:
         assert b"\x1b" not in result.stderr
         assert b"\r" not in result.stderr
+
+
+def test_a_spliced_stream_reports_its_chunk_size(tmp_path: Path) -> None:
+    """Into a pipe the kernel moves the data (splice); the panel still has a chunk to show:
+    under -L, the limiter's ~1/20 s of data."""
+    data = write_random(tmp_path / "a", 3 * MIB)
+
+    result = run_openspec(["cat", "--progress", "json", "-L", "2M", "a"], cwd=tmp_path)
+
+    assert result.returncode == 0
+    assert result.stdout == data
+    samples = [e for e in map(json.loads, result.stderr.decode().splitlines())
+               if e["event"] == "sample"]  # fmt: skip
+    assert samples
+    assert {e["chunk_size"] for e in samples} == {RateLimiter(2 * MIB).chunk(MAX_CHUNK)}
