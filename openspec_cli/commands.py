@@ -214,15 +214,12 @@ def copy(
     """Copy files like cp, hashing on the fly; the final name appears only when complete."""
     from openspec_cli import api
 
-    with handled(progress_mode):
+    with handled(progress_mode), _json_on_refusal("copy", as_json):
         if len(paths) < 2:
             raise UsageError(f"missing destination file operand after '{paths[0]}'")
         rate = size_option(limit_rate, "--limit-rate")
         memory = size_option(max_memory, "--max-memory")
-        with (
-            _json_on_refusal("copy", as_json),
-            progress("copy", progress_mode, quiet, as_json) as observer,
-        ):
+        with progress("copy", progress_mode, quiet, as_json) as observer:
             result = api.copy(
                 paths[:-1],
                 paths[-1],
@@ -426,13 +423,14 @@ def resume(
         elif list_ or (transfer_id is None and not all_):
             resuming.print_list(api.transfers(), as_json, api.trees())
         else:
-            rate = size_option(limit_rate, "--limit-rate")
-            entries = [] if transfer_id else api.transfers()
-            ids = [transfer_id] if transfer_id else resuming.resumable_ids(entries)
-            for line in resuming.left_out(entries, [] if transfer_id else api.trees()):
-                say(line)
             results: list[Any] = []
             errors: list[OpenspecError] = []
+            with _json_on_refusal("resume", as_json):
+                rate = size_option(limit_rate, "--limit-rate")
+                entries = [] if transfer_id else api.transfers()
+                ids = [transfer_id] if transfer_id else resuming.resumable_ids(entries)
+                for line in resuming.left_out(entries, [] if transfer_id else api.trees()):
+                    say(line)
             with (
                 _json_on_refusal("resume", as_json),
                 progress("resume", progress_mode, quiet, as_json) as observer,

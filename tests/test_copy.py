@@ -376,6 +376,9 @@ def test_json_reports_skipped_files(runner: CliRunner, tmp_path: Path) -> None:
         (["copy", "--json", "{tmp}/missing", "{tmp}/out"], "cannot stat '{tmp}/missing'"),
         (["copy", "--json", "{tmp}/a", "{tmp}/a"], "are the same file"),
         (["resume", "--json", "0badcafe"], "no interrupted transfer with id 0badcafe"),
+        (["copy", "--json", "--max-memory", "lots", "{tmp}/a", "{tmp}/b"], "'lots' is not a size"),
+        (["copy", "--json", "{tmp}/a"], "missing destination file operand"),
+        (["resume", "--json", "-L", "fast", "0badcafe"], "'fast' is not a size"),
     ],
 )
 def test_json_still_answers_when_the_command_is_refused(
