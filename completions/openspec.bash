@@ -17,6 +17,10 @@ _openspec_reply_dirs() {
     mapfile -t COMPREPLY < <(compgen -d -- "$1")
 }
 
+_openspec_reply_ids() {
+    _openspec_reply_words "$(openspec resume --json 2>/dev/null | sed -n 's/^ *"id": "\([0-9a-f]*\)",$/\1/p')" "$1"
+}
+
 _openspec() {
     COMPREPLY=()
     local cur=${COMP_WORDS[COMP_CWORD]} node=openspec pending="" word i=1
@@ -48,11 +52,16 @@ _openspec() {
         case "$node $pending" in
             'openspec copy -a'|'openspec copy --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
             'openspec copy --sums') _openspec_reply_files "$cur" ;;
-            'openspec resume --in') _openspec_reply_files "$cur" ;;
+            'openspec copy --progress') _openspec_reply_words 'auto tty plain json none' "$cur" ;;
+            'openspec resume --discard') _openspec_reply_ids "$cur" ;;
+            'openspec resume --in') _openspec_reply_dirs "$cur" ;;
+            'openspec resume --progress') _openspec_reply_words 'auto tty plain json none' "$cur" ;;
             'openspec cat -a'|'openspec cat --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
+            'openspec cat --progress') _openspec_reply_words 'auto tty plain json none' "$cur" ;;
             'openspec verify -a'|'openspec verify --algo') _openspec_reply_words 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' "$cur" ;;
             'openspec verify --against') _openspec_reply_files "$cur" ;;
-            'openspec bench --dir') _openspec_reply_files "$cur" ;;
+            'openspec verify --progress') _openspec_reply_words 'auto tty plain json none' "$cur" ;;
+            'openspec bench --dir') _openspec_reply_dirs "$cur" ;;
             'openspec bench --json') _openspec_reply_files "$cur" ;;
             'openspec bench --baseline') _openspec_reply_files "$cur" ;;
         esac
@@ -72,7 +81,7 @@ _openspec() {
     case $node in
         openspec) _openspec_reply_words 'copy resume cat verify bench' "$cur" ;;
         'openspec copy') _openspec_reply_files "$cur" ;;
-        'openspec resume') _openspec_reply_files "$cur" ;;
+        'openspec resume') _openspec_reply_ids "$cur" ;;
         'openspec cat') _openspec_reply_files "$cur" ;;
         'openspec verify') _openspec_reply_files "$cur" ;;
     esac

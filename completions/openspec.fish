@@ -36,6 +36,10 @@ function __openspec_node --description 'Print the openspec command being complet
     echo $node
 end
 
+function __openspec_ids --description 'Ids of interrupted openspec transfers'
+    openspec resume --json 2>/dev/null | sed -n 's/^ *"id": "\([0-9a-f]*\)",$/\1/p'
+end
+
 function __openspec_at --description 'Whether the cursor is in the given command'
     test (__openspec_node) = "$argv[1]"
 end
@@ -62,27 +66,27 @@ complete -c openspec -n "__openspec_at 'openspec copy'" -l max-memory -x -d 'Cei
 complete -c openspec -n "__openspec_at 'openspec copy'" -l no-cache -d 'Drop copied data from the page cache as it goes'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
 complete -c openspec -n "__openspec_at 'openspec copy'" -l json -d 'Print a JSON summary on stdout'
-complete -c openspec -n "__openspec_at 'openspec copy'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
+complete -c openspec -n "__openspec_at 'openspec copy'" -l progress -x -a 'auto tty plain json none' -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec copy'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec copy'" -F
 complete -c openspec -n "__openspec_at 'openspec resume'" -s l -l list -d 'List interrupted transfers'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l all -d 'Resume every resumable transfer'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l restart -d 'Copy from the start, dropping the partial file'
-complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -d 'Remove a transfer\'s checkpoint and partial'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -a '(__openspec_ids)' -d 'Remove a transfer\'s checkpoint and partial'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l prune -d 'Remove orphaned checkpoints, partial files and tree-copy journals'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l older-than -x -d 'With --prune: also remove transfers and tree copies idle this long (e.g. 7d)'
-complete -c openspec -n "__openspec_at 'openspec resume'" -l in -r -F -d 'With --prune: also look for orphaned partial files in DIR'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l in -x -a '(__fish_complete_directories (commandline -ct))' -d 'With --prune: also look for orphaned partial files in DIR'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
-complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -a 'auto tty plain json none' -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l json -d 'Print a JSON summary on stdout'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s h -l help -d 'Show this message and exit'
-complete -c openspec -n "__openspec_at 'openspec resume'" -F
+complete -c openspec -n "__openspec_at 'openspec resume'" -a '(__openspec_ids)'
 complete -c openspec -n "__openspec_at 'openspec cat'" -l hash -d 'Print the digest of everything written, on stderr'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s a -l algo -x -a 'xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256' -d 'Digest algorithm: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
-complete -c openspec -n "__openspec_at 'openspec cat'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
+complete -c openspec -n "__openspec_at 'openspec cat'" -l progress -x -a 'auto tty plain json none' -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s q -l quiet -d 'No progress and no summary'
 complete -c openspec -n "__openspec_at 'openspec cat'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec cat'" -F
@@ -97,13 +101,13 @@ complete -c openspec -n "__openspec_at 'openspec verify'" -l strict -d 'With -c:
 complete -c openspec -n "__openspec_at 'openspec verify'" -l ignore-missing -d 'With -c: skip missing files'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s w -l warn -d 'With -c: warn about malformed lines'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
-complete -c openspec -n "__openspec_at 'openspec verify'" -l progress -x -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
+complete -c openspec -n "__openspec_at 'openspec verify'" -l progress -x -a 'auto tty plain json none' -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec verify'" -s h -l help -d 'Show this message and exit'
 complete -c openspec -n "__openspec_at 'openspec verify'" -F
 complete -c openspec -n "__openspec_at 'openspec bench'" -l quick -d 'A short run (well under 30 s): 1-100 MiB, fewer repeats'
 complete -c openspec -n "__openspec_at 'openspec bench'" -l sizes -x -d 'File sizes (default 1M,10M,100M,1G)'
 complete -c openspec -n "__openspec_at 'openspec bench'" -l concurrency -x -d 'Streams at once (default 1,4,16)'
-complete -c openspec -n "__openspec_at 'openspec bench'" -l dir -r -F -d 'Put the test files in DIR (default: temp dir)'
+complete -c openspec -n "__openspec_at 'openspec bench'" -l dir -x -a '(__fish_complete_directories (commandline -ct))' -d 'Put the test files in DIR (default: temp dir)'
 complete -c openspec -n "__openspec_at 'openspec bench'" -l json -r -F -d 'Write results as JSON to FILE (- stdout)'
 complete -c openspec -n "__openspec_at 'openspec bench'" -l baseline -r -F -d 'Compare with an earlier --json result'
 complete -c openspec -n "__openspec_at 'openspec bench'" -l max-regression -x -d 'Allowed regression, percent'

@@ -29,6 +29,7 @@ from typer.models import TyperPath
 
 from openspec_cli import __version__, hashing
 from openspec_cli.cli import app
+from openspec_cli.commands import PROGRESS_MODES
 from openspec_cli.errors import ExitCode
 from openspec_cli.transfer import PARTIAL_SUFFIX
 
@@ -62,7 +63,12 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
 ALGORITHM_OPTIONS = frozenset({"--algo", "--hash"})
 
 #: Metavars that name a path, for options typed as plain strings (``--sums FILE``).
-PATH_METAVARS = frozenset({"FILE", "OTHER", "PATH", "SRC", "DEST", "DIR", "DIRECTORY"})
+PATH_METAVARS = frozenset({"FILE", "OTHER", "PATH", "SRC", "DEST"})
+DIR_METAVARS = frozenset({"DIR", "DIRECTORY"})
+#: Metavars of a transfer id: completed from ``openspec resume --json``, never as file names.
+ID_METAVARS = frozenset({"ID", "[ID]"})
+#: Prints the ids of interrupted transfers, one per line, for the completion scripts.
+IDS_COMMAND = 'openspec resume --json 2>/dev/null | sed -n \'s/^ *"id": "\\([0-9a-f]*\\)",$/\\1/p\''
 
 #: (what it shows, command line) for EXAMPLES; every command and option used must exist.
 EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -90,7 +96,7 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
 
 SEE_ALSO = ("cp", "sha256sum", "xxhsum", "pv")
 
-ValueKind = Literal["none", "words", "file", "dir", "text"]
+ValueKind = Literal["none", "words", "file", "dir", "ids", "text"]
 
 # ---------------------------------------------------------------------------- the command tree
 
@@ -137,6 +143,7 @@ class Argument:
 
     metavar: str
     help: str
+    values: Values = Values("file")
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,12 @@ def _option_values(param: TyperOption, metavar: str | None) -> Values:
         )
     if ALGORITHM_OPTIONS.intersection(param.opts):
         return Values("words", hashing.ALGORITHMS)
+    if "--progress" in param.opts:  # a plain string checked by the command
+        return Values("words", PROGRESS_MODES)
+    if metavar in DIR_METAVARS:
+        return Values("dir")
+    if metavar in ID_METAVARS:
+        return Values("ids")
     if isinstance(param.type, TyperPath):
         return Values("dir" if not param.type.file_okay else "file")
     if gen_argspec.is_a(param.type, "File") or metavar in PATH_METAVARS:
@@ -262,7 +275,9 @@ def _argument(param: TyperArgument, markup_mode: object) -> Argument:
     metavar = param.metavar or derived
     if not param.required and not metavar.startswith("["):
         metavar = f"[{metavar}]"
-    return Argument(metavar=metavar, help=" ".join(_plain_help(param.help, markup_mode)))
+    values = Values("ids") if metavar in ID_METAVARS else Values("file")
+    help_text = " ".join(_plain_help(param.help, markup_mode))
+    return Argument(metavar=metavar, help=help_text, values=values)
 
 
 def build_tree(
@@ -552,6 +567,8 @@ def _bash_value_action(values: Values) -> str | None:
         return '_openspec_reply_files "$cur"'
     if values.kind == "dir":
         return '_openspec_reply_dirs "$cur"'
+    if values.kind == "ids":
+        return '_openspec_reply_ids "$cur"'
     return None
 
 
@@ -587,7 +604,8 @@ def _bash_word_cases(tree: Node) -> tuple[list[str], list[str]]:
                 f'_openspec_reply_words {shlex.quote(names)} "$cur" ;;'
             )
         elif node.arguments:
-            words.append(f'        {shlex.quote(node.name)}) _openspec_reply_files "$cur" ;;')
+            action = _bash_value_action(node.arguments[0].values)
+            words.append(f"        {shlex.quote(node.name)}) {action} ;;")
     return options, words
 
 
@@ -613,6 +631,10 @@ def render_bash(tree: Node) -> str:
             "_openspec_reply_dirs() {",
             "    compopt -o filenames 2>/dev/null",
             '    mapfile -t COMPREPLY < <(compgen -d -- "$1")',
+            "}",
+            "",
+            "_openspec_reply_ids() {",
+            f'    _openspec_reply_words "$({IDS_COMMAND})" "$1"',
             "}",
             "",
             "_openspec() {",
@@ -679,6 +701,8 @@ def _zsh_action(option: Option) -> str:
         return f":{message}:_files"
     if option.values.kind == "dir":
         return f":{message}:_files -/"
+    if option.values.kind == "ids":
+        return f":{message}:_openspec_transfer_ids"
     return f":{message}: "
 
 
@@ -733,7 +757,11 @@ def _zsh_function(node: Node) -> list[str]:
             "    return ret",
         ]
     else:
-        tail = ["'*:file:_files'"] if node.arguments else []
+        tail = []
+        if node.arguments and node.arguments[0].values.kind == "ids":
+            tail = ["'1:transfer id:_openspec_transfer_ids'"]
+        elif node.arguments:
+            tail = ["'*:file:_files'"]
         body = [*(_zsh_quote(s) for s in specs), *tail]
         lines.append("    _arguments -s -S" + "".join(f" \\\n        {b}" for b in body))
     lines.append("}")
@@ -742,7 +770,17 @@ def _zsh_function(node: Node) -> list[str]:
 
 def render_zsh(tree: Node) -> str:
     """A zsh completion function: autoloadable from $fpath as _openspec, or sourceable."""
-    lines = ["#compdef openspec", f"# {GENERATED_BY}", ""]
+    lines = [
+        "#compdef openspec",
+        f"# {GENERATED_BY}",
+        "",
+        "_openspec_transfer_ids() {",
+        "    local -a ids",
+        f'    ids=(${{(f)"$({IDS_COMMAND})"}})',
+        "    compadd -a ids",
+        "}",
+        "",
+    ]
     for node in reversed(list(tree.walk())):
         lines += [*_zsh_function(node), ""]
     lines += [
@@ -778,8 +816,12 @@ def _fish_option(node: Node, option: Option) -> str:
     kind = option.values.kind
     if kind == "words":
         parts += ["-x", "-a", _fish_quote(_safe_words(option.values.words))]
-    elif kind in {"file", "dir"}:
+    elif kind == "file":
         parts += ["-r", "-F"]
+    elif kind == "dir":
+        parts += ["-x", "-a", "'(__fish_complete_directories (commandline -ct))'"]
+    elif kind == "ids":
+        parts += ["-x", "-a", "'(__openspec_ids)'"]
     elif kind == "text":
         parts.append("-x")
     parts += ["-d", _fish_quote(option.help.rstrip("."))]
@@ -821,6 +863,10 @@ def render_fish(tree: Node) -> str:
         "    echo $node",
         "end",
         "",
+        "function __openspec_ids --description 'Ids of interrupted openspec transfers'",
+        f"    {IDS_COMMAND}",
+        "end",
+        "",
         "function __openspec_at --description 'Whether the cursor is in the given command'",
         '    test (__openspec_node) = "$argv[1]"',
         "end",
@@ -836,7 +882,9 @@ def render_fish(tree: Node) -> str:
                 f" -d {_fish_quote(child.summary)}"
             )
         if node.arguments and not node.children:
-            lines.append(f"complete -c openspec -n {condition} -F")
+            kind = node.arguments[0].values.kind
+            what = "-a '(__openspec_ids)'" if kind == "ids" else "-F"
+            lines.append(f"complete -c openspec -n {condition} {what}")
     return "\n".join(lines) + "\n"
 
 

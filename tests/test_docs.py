@@ -6,6 +6,8 @@ checked with the real tools (groff, bash, zsh, fish), skipped only when a tool i
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import shutil
@@ -18,6 +20,7 @@ import pytest
 import typer
 from typer.main import get_command
 
+from openspec_cli import checkpoint as ckpt
 from openspec_cli.errors import ExitCode
 from openspec_cli.hashing import ALGORITHMS
 
@@ -87,8 +90,12 @@ def _man_sections(man_page: str, macro: str) -> dict[str, str]:
     return sections
 
 
-def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd=cwd)
+def _run(
+    argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, check=False, cwd=cwd, env=env
+    )
 
 
 def _require(tool: str) -> str:
@@ -185,7 +192,9 @@ def test_readme_documents_every_command_and_option(tree: gen_docs.Node, readme: 
     assert not missing, f"README.md does not mention: {missing}"
 
 
-def _bash_complete(script: Path, lines: list[list[str]], cwd: Path) -> list[list[str]]:
+def _bash_complete(
+    script: Path, lines: list[list[str]], cwd: Path, env: dict[str, str] | None = None
+) -> list[list[str]]:
     """COMPREPLY for each command line, the last word being the one completed."""
     bash = _require("bash")
     calls = [f"source {shlex.quote(str(script))}", "complete -p openspec >/dev/null || exit 3"]
@@ -195,7 +204,7 @@ def _bash_complete(script: Path, lines: list[list[str]], cwd: Path) -> list[list
             f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; COMPREPLY=()",
             "_openspec; printf '%s\\n' \"${COMPREPLY[*]}\"",
         ]
-    result = _run([bash, "--norc", "--noprofile", "-c", "\n".join(calls)], cwd=cwd)
+    result = _run([bash, "--norc", "--noprofile", "-c", "\n".join(calls)], cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return [sorted(line.split()) for line in result.stdout.splitlines()]
@@ -265,6 +274,42 @@ def test_bash_completes_commands_options_values_and_files(tmp_path: Path) -> Non
         ["disk.img", "docs"],
         ["--status"],
     ]
+
+
+def test_bash_completes_modes_folders_and_transfer_ids(tmp_path: Path) -> None:
+    """--progress has fixed values, --dir and --in want folders, and resume wants an id (from
+    the real `openspec resume --json`), never a file name."""
+    (tmp_path / "disk.img").touch()
+    (tmp_path / "docs").mkdir()
+    script = Path(sys.executable).parent / "openspec"
+    if not script.exists():
+        pytest.skip("no openspec console script beside this interpreter")
+    state = tmp_path / "state"
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    env["PATH"] = f"{script.parent}{os.pathsep}{env.get('PATH', '')}"
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100)
+    record = ckpt.Checkpoint(
+        id="0badcafe", source=ckpt.Fingerprint.of(str(src), src.stat()),
+        dest=str(tmp_path / "dst"), partial=ckpt.partial_path(str(tmp_path / "dst"), "0badcafe"),
+        algo="xxh128", size=100,
+    )  # fmt: skip
+    (state / "transfers").mkdir(parents=True)
+    (state / "transfers" / "0badcafe.json").write_text(json.dumps(record.to_json()))
+
+    replies = _bash_complete(
+        BASH,
+        [
+            ["openspec", "cat", "--progress", "j"],
+            ["openspec", "bench", "--dir", "d"],
+            ["openspec", "resume", "--prune", "--in", ""],
+            ["openspec", "resume", ""],
+            ["openspec", "resume", "--discard", "0b"],
+        ],
+        tmp_path,
+        env,
+    )
+    assert replies == [["json"], ["docs"], ["docs", "state"], ["0badcafe"], ["0badcafe"]]
 
 
 def test_bash_completion_follows_any_tree(tmp_path: Path) -> None:
