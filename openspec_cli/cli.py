@@ -330,11 +330,25 @@ def main() -> None:
     try:
         code = app(prog_name=commands.PROG, standalone_mode=False)
     except _USAGE_ERROR as err:
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        names = {c.name or getattr(c.callback, "__name__", None) for c in app.registered_commands}
-        where = f"openspec {command}" if command in names else "openspec"
-        message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
-        commands.say(f"{message[:1].lower()}{message[1:]} (see: {where} --help)")
+        commands.say(_usage_line(err))
         raise SystemExit(ExitCode.USAGE) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+def _usage_line(err: Exception) -> str:
+    """click's message, and the help that covers it: that of the command whose arguments were
+    wrong; for a command's option given before the command, where it goes instead."""
+    message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
+    ctx = getattr(err, "ctx", None)
+    where = str(ctx.command_path) if ctx is not None else commands.PROG
+    option = getattr(err, "option_name", None)
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if ctx is not None and ctx.parent is None and option and command:
+        sub = ctx.command.get_command(ctx, command)
+        if sub is not None and any(option in p.opts for p in sub.params):
+            return (
+                f"{option} is an option of '{command}': put it after the command "
+                f"(see: {where} {command} --help)"
+            )
+    return f"{message[:1].lower()}{message[1:]} (see: {where} --help)"

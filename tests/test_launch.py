@@ -206,6 +206,28 @@ def test_a_bad_size_is_one_line_on_either_path(tmp_path: Path, args: list[str]) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["-q", "copy", "a", "b"],
+         "-q is an option of 'copy': put it after the command (see: openspec copy --help)"),
+        (["--json", "copy", "a", "b"],
+         "--json is an option of 'copy': put it after the command (see: openspec copy --help)"),
+        (["--bogus", "copy", "a", "b"], "no such option: --bogus (see: openspec --help)"),
+        (["copy", "--jobs", "x", "a", "b"],
+         "invalid value for '--jobs' / '-j': 'x' is not a valid int range "
+         "(see: openspec copy --help)"),
+    ],
+)  # fmt: skip
+def test_a_usage_mistake_points_to_the_help_that_covers_it(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    (tmp_path / "a").write_bytes(b"data")
+    done = run_module(args, tmp_path)
+    assert (done.returncode, done.stderr.splitlines()) == (2, [f"openspec: {line}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
 class _InterruptingFinder:
     """Raises KeyboardInterrupt when openspec_cli.commands is imported: a Ctrl-C at start-up."""
 
