@@ -341,9 +341,13 @@ def _usage_line(err: Exception) -> str:
     wrong; for a command's option given before the command, where it goes instead."""
     message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
     ctx = getattr(err, "ctx", None)
-    where = str(ctx.command_path) if ctx is not None else commands.PROG
-    option = getattr(err, "option_name", None)
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if ctx is not None:
+        where = str(ctx.command_path)
+    else:  # some errors carry no context: the first word naming a command, if one does
+        names = {c.name or getattr(c.callback, "__name__", None) for c in app.registered_commands}
+        where = f"{commands.PROG} {command}" if command in names else commands.PROG
+    option = getattr(err, "option_name", None)
     if ctx is not None and ctx.parent is None and option and command:
         sub = ctx.command.get_command(ctx, command)
         if sub is not None and any(option in p.opts for p in sub.params):
