@@ -317,9 +317,11 @@ def _check_space(root: Path, specs: Sequence[Spec]) -> None:
     needed, vfs = space_needed(specs), os.statvfs(root)
     free = vfs.f_bavail * vfs.f_frsize
     if free < needed:
+        from openspec_cli.ui import human_bytes
+
         raise OpenspecError(
-            f"'{root.parent}': the benchmark needs {needed} bytes free, there are {free} "
-            "(use --dir or smaller --sizes)",
+            f"'{root.parent}': the benchmark needs {human_bytes(needed)} free, there are "
+            f"{human_bytes(free)} (use --dir or smaller --sizes)",
             ExitCode.USAGE,
         )
 

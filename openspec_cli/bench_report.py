@@ -197,8 +197,8 @@ def document(
         },
         "machine": {**machine, "load_before": result.load_before, "load_after": result.load_after},
         "summary": summary(result.scenarios),
-        "targets": [dataclasses.asdict(v) for v in verdicts],
-        "scenarios": [dataclasses.asdict(s) for s in result.scenarios],
+        "targets": [tidy(dataclasses.asdict(v)) for v in verdicts],
+        "scenarios": [tidy(dataclasses.asdict(s)) for s in result.scenarios],
         "baseline": None,
     }
     if base is not None:
@@ -207,6 +207,21 @@ def document(
     failed = regressions > 0 or any(v.status == FAIL for v in verdicts)
     doc["exit_code"] = int(ExitCode.MISMATCH if failed else ExitCode.OK)
     return doc
+
+
+def tidy(value: Any, key: str = "") -> Any:
+    """Numbers as a reader wants them: whole bytes per second (as ``copy --json`` gives them)
+    and six significant digits elsewhere, not 0.30000000000000004."""
+    if isinstance(value, dict):
+        return {k: tidy(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [tidy(v, key) for v in value]
+    if isinstance(value, float):
+        if key.endswith("_bps"):
+            return round(value)
+        short = float(f"{value:.6g}")
+        return int(short) if abs(short) >= 1000 and short.is_integer() else short
+    return value
 
 
 def write_json(doc: dict[str, Any], path: str) -> None:
@@ -299,7 +314,16 @@ def _table(title: str | None, columns: Sequence[str], numbers: bool = True) -> T
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE, pad_edge=False)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="right" if numbers and i else "left", no_wrap=True)
+        # On a narrow terminal cells wrap rather than end in "...": a verdict cut to "PA…" or
+        # dropped says nothing. At 80 columns and more nothing wraps.
+        verdict = name == "result"
+        table.add_column(
+            name,
+            justify="right" if numbers and i else "left",
+            overflow="fold",
+            no_wrap=verdict,
+            min_width=len(FAIL) if verdict else None,
+        )
     return table
 
 
@@ -343,11 +367,23 @@ def baseline_lines(comparison: dict[str, Any]) -> list[str]:
     lines = [head]
     for r in rows:
         if r["regressed"]:
+            was, now = (_metric(r["metric"], r[k]) for k in ("baseline", "current"))
             lines.append(
-                f"  REGRESSED {r['scenario']} {r['metric']}: {r['baseline']:.4g} -> "
-                f"{r['current']:.4g} ({r['change'] * 100:+.1f}%)"
+                f"  REGRESSED {r['scenario']} {r['metric']}: {was} -> {now} "
+                f"({r['change'] * 100:+.1f}%)"
             )
     return lines
+
+
+def _metric(name: str, value: float) -> str:
+    """A compared number in its unit: 241.8 MiB/s, not 2.535e+08."""
+    if name == "throughput_avg":
+        return f"{value / MIB:.1f} MiB/s"
+    if name == "peak_memory":
+        return f"{value / MIB:.1f} MiB"
+    if name == "latency_p95":
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.3g}"
 
 
 def render(doc: dict[str, Any], console: Console) -> None:

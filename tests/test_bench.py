@@ -11,6 +11,7 @@ import copy
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -552,3 +553,47 @@ def test_too_small_a_disk_is_refused_before_anything_runs(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr
     assert "free" in result.stderr.strip().splitlines()[-1]
     assert left == []
+
+
+def test_a_narrow_terminal_still_shows_every_verdict(
+    small_run: tuple[int, dict[str, Any], str],
+) -> None:
+    """Cells wrap instead of being cut: at 40 columns no target loses its PASS/FAIL."""
+    _, doc, _ = small_run
+    out = StringIO()
+    Console(file=out, width=40, force_terminal=False).print(
+        bench_report.targets_table(doc["targets"])
+    )
+    verdicts = re.findall(rf"\b({PASS}|{FAIL}|{re.escape(NA)})\s*$", out.getvalue(), re.M)
+    assert len(verdicts) == len(doc["targets"])
+    assert "…" not in out.getvalue()
+
+
+def test_json_numbers_are_tidy(small_run: tuple[int, dict[str, Any], str]) -> None:
+    """Whole bytes per second, as copy --json gives them; no 0.30000000000000004."""
+    _, doc, _ = small_run
+
+    def numbers(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from numbers(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                yield from numbers(v, key)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield key, value
+
+    found = list(numbers({"targets": doc["targets"], "scenarios": doc["scenarios"]}))
+    rates = [v for k, v in found if k.endswith("_bps")]
+    assert rates
+    assert all(isinstance(v, int) for v in rates)
+    assert all(float(f"{v:.6g}") == v for _, v in found if isinstance(v, float))
+
+
+def test_regressions_are_shown_in_their_units() -> None:
+    lines = bench_report.baseline_lines({
+        "compared": [{"scenario": "copy-1GiB", "metric": "throughput_avg", "regressed": True,
+                      "baseline": 2.535e8, "current": 1.045e8, "change": -0.5878}],
+        "same_machine": True, "regressions": 1, "max_regression": 0.1,
+    })  # fmt: skip
+    assert lines[1] == "  REGRESSED copy-1GiB throughput_avg: 241.8 MiB/s -> 99.7 MiB/s (-58.8%)"
