@@ -167,7 +167,8 @@ class Dashboard:
             total=float(total) if total else None, completed=float(stats.done), width=24
         )
         size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
-        label = f"{stats.name} [{stats.transfer_id}]" if stats.transfer_id else stats.name
+        # The id first: on a narrow terminal the name is cut, and the id is what resume needs.
+        label = f"[{stats.transfer_id}] {stats.name}" if stats.transfer_id else stats.name
         return (
             Text(label, overflow="ellipsis", no_wrap=True),
             bar,

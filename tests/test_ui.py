@@ -51,9 +51,9 @@ class Clock:
         return self.now
 
 
-def render_text(board: Dashboard) -> str:
+def render_text(board: Dashboard, width: int = 100) -> str:
     out = io.StringIO()
-    Console(file=out, force_terminal=True, width=100, color_system=None).print(board.render())
+    Console(file=out, force_terminal=True, width=width, color_system=None).print(board.render())
     return out.getvalue()
 
 
@@ -231,7 +231,7 @@ def test_engine_footer_shows_level_score_split_memory_and_streams() -> None:
     stats.checkpoints, stats.retries = 4, 1
     board.stream_started(stats)
     text = render_text(board)
-    assert "a.bin [0a1b2c3d]" in text
+    assert "[0a1b2c3d] a.bin" in text
     assert "pressure MODERATE (score 47: memory 20 / streams 20 / latency 7)" in text
     assert "memory 12.0 MiB / 24.0 MiB" in text
     assert "streams 3/3" in text
@@ -274,3 +274,12 @@ def test_finished_streams_are_folded_into_counters() -> None:
     assert board.done_files == 1000
     assert board.done_bytes == 10_000
     assert "1000 done, 0 active" in render_text(board)
+
+
+def test_a_narrow_terminal_cuts_the_name_not_the_transfer_id() -> None:
+    """The id is what `openspec resume ID` needs; at 40 columns the long name gives way."""
+    board = Dashboard("copy", clock=Clock())
+    stats = StreamStats(name="a-rather-long-name-for-a-disk-image.img", total=8 << 20,
+                        transfer_id="0a1b2c3d")  # fmt: skip
+    board.stream_started(stats)
+    assert "[0a1b2c3d]" in render_text(board, width=40)
