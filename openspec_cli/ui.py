@@ -138,7 +138,8 @@ class Dashboard:
             checkpoints = self.done_checkpoints + sum(s.checkpoints for s in active)
             done_files = self.done_files
         table = Table.grid(padding=(0, 1))
-        for _ in range(5):
+        table.add_column(min_width=12)  # "[id] name": room for the id and a "…" at least
+        for _ in range(4):
             table.add_column()
         for stats, rate in rows:
             table.add_row(*self._row(stats, rate))
