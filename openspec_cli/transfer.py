@@ -774,10 +774,17 @@ def copy_file(
     the state directory once rather than once per file.
     """
     observer = observer or NullObserver()
-    if options.no_clobber and os.path.lexists(dest):
-        return FileResult(src, dest, 0, options.algo, None, 0.0, skipped=True)
     key = (os.path.abspath(src), os.path.abspath(dest))
     earlier = known.get(key) if known is not None else ckpt.find_for(*key)
+    if options.no_clobber and os.path.lexists(dest):
+        # As resume does: an interrupted -n copy to a name now taken can never finish.
+        if (
+            earlier is not None
+            and earlier.options.get("no_clobber")
+            and not ckpt.state_of(earlier).startswith("running")
+        ):
+            discard(earlier)
+        return FileResult(src, dest, 0, options.algo, None, 0.0, skipped=True)
     if earlier is not None:
         state = ckpt.state_of(earlier)
         if state.startswith("running"):

@@ -441,6 +441,22 @@ def test_no_clobber_is_honoured_on_resume(tmp_path: Path, env: dict[str, str]) -
     assert transfers(env) == []
 
 
+@pytest.mark.parametrize("again_with_n", [True, False])
+def test_the_same_no_clobber_copy_again_forgets_what_cannot_finish(
+    tmp_path: Path, env: dict[str, str], again_with_n: bool
+) -> None:
+    """Run again, copy -n skips the taken name and drops its own interrupted transfer, as
+    resume does; a transfer started without -n stays, for resume to finish if wanted."""
+    src, dst, _, _ = interrupt(tmp_path, env, options=("-n",) if again_with_n else ())
+    dst.write_bytes(b"precious")
+
+    result = openspec("copy", "-n", str(src), str(dst), env=env, check=True)
+
+    assert dst.read_bytes() == b"precious"
+    assert "skipped" in result.stderr
+    assert (partials(tmp_path) == [], transfers(env) == []) == (again_with_n, again_with_n)
+
+
 def test_a_destination_written_after_the_interruption_is_not_replaced(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
