@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 from openspec_cli.hashing import DEFAULT_ALGO, SPECS, escape_name, spec_for
 
+#: Names that may stand for standard input in a sum line: ``-`` (GNU), ``stdin`` (xxhsum).
+STDIN_NAMES = ("-", "stdin")
+
 #: ``hash_file(path, algos)``: the digests of one file in each of ``algos``, or OSError.
 HashFile = Callable[[str, tuple[str, ...]], list[str]]
 
@@ -423,9 +426,9 @@ def _matching_algo(entry: SumEntry, hash_file: HashFile) -> str | None:
     and the others only if it does not match."""
     others = tuple(a for a in _SAME_LENGTH.get(len(entry.hexdigest), ()) if a != entry.algo)
     rounds: list[tuple[str, ...]] = [(entry.algo,)]
-    if entry.guessed and entry.likely:
+    if entry.guessed and entry.likely and entry.name not in STDIN_NAMES:
         rounds.append(others)
-    elif entry.guessed:
+    elif entry.guessed:  # standard input, above all, can be read only once
         rounds = [(entry.algo, *others)]
     for algos in rounds:
         for algo, digest in zip(algos, hash_file(entry.name, algos), strict=True):

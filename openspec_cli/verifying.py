@@ -19,7 +19,6 @@ from openspec_cli.errors import (
     TransferIOError,
     describe_os_error,
     from_os_error,
-    write_stderr,
 )
 from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path, require_identical
 
@@ -111,11 +110,12 @@ def _hash_for_check(
     """``hash_file`` for :func:`sumfiles.check_sums`: the digests of ``path`` in every one of
     ``algos``, from one read; failures must surface as OSError.
 
-    A line for ``-`` (GNU), or ``stdin`` in an xxhsum-family file, is checked against standard
-    input, as those tools do: ``openspec cat --hash f > g 2> SUMS`` gives such a line."""
+    A line for ``-`` (GNU), or for ``stdin`` with an xxhsum-family digest, is checked against
+    standard input, as those tools do: ``openspec cat --hash f > g 2> SUMS`` gives such a
+    line. A file that is really named ``stdin`` is still read as the file."""
     hasher = hashing.MultiHasher(algos)
     try:
-        if path == STDIN or path == hashing.display_name_for_stdin(algos[0]):
+        if path == STDIN or (path == "stdin" and _xxhsum_stdin(algos)):
             hash_any(STDIN, algos[0], limiter, observer, hasher)
             return hasher.hexdigests()
         st = os.stat(path)
@@ -128,6 +128,11 @@ def _hash_for_check(
         if isinstance(cause, OSError):
             raise cause from None
         raise OSError(5, err.message, path) from err
+
+
+def _xxhsum_stdin(algos: tuple[str, ...]) -> bool:
+    xxhsum = any(hashing.display_name_for_stdin(a) == "stdin" for a in algos)
+    return xxhsum and not os.path.lexists("stdin")
 
 
 def _read_sum_lines(path: str) -> list[str]:
@@ -147,10 +152,6 @@ def _print_line(line: str) -> None:
     """A result of -c, out at once (a terminal shows each file's as it is done)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def _print_error(line: str) -> None:
-    write_stderr(line + "\n")
 
 
 def run_check(
@@ -178,7 +179,12 @@ def run_check(
             name,
             lambda p, a: _hash_for_check(p, a, limiter, watcher),
             options,
-            report=sumfiles.CheckReport(emit_stdout=_print_line, emit_stderr=_print_error),
+            # Through ``say``, which knows how stderr is spoken (an NDJSON event under
+            # --progress json); the report's lines carry the "openspec: " that say adds.
+            report=sumfiles.CheckReport(
+                emit_stdout=_print_line,
+                emit_stderr=lambda line: say(line.removeprefix("openspec: ")),
+            ),
         )
         code = max(code, report.exit_code)
     return code

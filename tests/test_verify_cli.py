@@ -26,7 +26,7 @@ from conftest import (
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from openspec_cli import __version__
+from openspec_cli import __version__, hashing
 from openspec_cli.cli import app
 from openspec_cli.hashing import ALGORITHMS
 
@@ -577,3 +577,36 @@ def test_usage_errors_in_a_real_process_have_no_traceback_or_escape_codes(tmp_pa
         assert b"\x1b" not in result.stderr
         # One line, like every other expected failure; not click's usage text and a box.
         assert_one_error_line(result.stderr.decode(), *names)
+
+
+def test_check_reads_a_file_named_stdin_from_disk_and_mixed_stdin_lines(tmp_path: Path) -> None:
+    """md5sum writes a file named 'stdin' as itself; and a stdin line after lines of another
+    algorithm of the same length is still read once, in every candidate algorithm."""
+    (tmp_path / "stdin").write_bytes(b"real file\n")
+    (tmp_path / "b").write_bytes(b"bbb\n")
+    data = b"piped\n"
+    md5 = hashing.digest_bytes
+    (tmp_path / "S1").write_text(f"{md5(b'real file' + bytes([10]), 'md5')}  stdin\n")
+    (tmp_path / "S2").write_text(
+        f"{md5(b'bbb' + bytes([10]), 'md5')}  b\n{md5(data, 'xxh128')}  stdin\n"
+    )
+    first = run_openspec(["verify", "-c", "S1"], tmp_path, stdin=b"")
+    assert (first.returncode, first.stdout) == (0, b"stdin: OK\n"), first.stderr
+    (tmp_path / "stdin").unlink()  # now 'stdin' can only mean standard input
+    second = run_openspec(["verify", "-c", "S2"], tmp_path, stdin=data)
+    assert (second.returncode, second.stdout) == (0, b"b: OK\nstdin: OK\n"), second.stderr
+
+
+def test_check_keeps_stderr_ndjson_under_progress_json(tmp_path: Path) -> None:
+    """GNU's per-line warnings and closing WARNING lines become message events too."""
+    (tmp_path / "a").write_bytes(b"aaa\n")
+    digest = hashing.digest_bytes(b"aaa\n", "md5")
+    (tmp_path / "SUMS").write_text(f"garbage\n{digest}  missing\n{digest}  a\n")
+
+    result = run_openspec(["verify", "--progress", "json", "-c", "-w", "SUMS"], tmp_path)
+
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stderr.decode().splitlines()]
+    messages = [e["message"] for e in events if e["event"] == "message"]
+    assert "missing: No such file or directory" in messages
+    assert "WARNING: 1 line is improperly formatted" in messages
