@@ -22,7 +22,7 @@ from openspec_cli.tree import keep_last_sum_lines, remove_keeping_dir_times
 #: False when running, True for mypy (see engine.py): typing costs start-up time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from openspec_cli.engine import Observer
 
@@ -78,7 +78,7 @@ def copy(
     if tree is not None and not new_tree:
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
-    plan.check_space(steps, no_clobber)
+    plan.check_space(steps, no_clobber, _completed_by(journal))
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:
@@ -104,6 +104,13 @@ def copy(
         if journal is not None:
             journal.release()
     return report
+
+
+def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step], bool] | None:
+    """Files an interrupted tree copy completed, unchanged since: a rerun will not write them."""
+    if journal is None:
+        return None
+    return lambda step: journal.already(step.source, step.dest) is not None
 
 
 def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, since: float) -> None:

@@ -12,7 +12,7 @@ from openspec_cli.records import Record
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 class Step(Record):
@@ -230,22 +230,27 @@ def _check_file_target_in_tree(
 # ---------------------------------------------------------------------------- free space
 
 
-def check_space(steps: list[Step], no_clobber: bool = False) -> None:
+def check_space(
+    steps: list[Step],
+    no_clobber: bool = False,
+    skipped: Callable[[Step], bool] | None = None,
+) -> None:
     """Refuse, before the first byte, a copy of several files that cannot fit (each file's own
     check comes too late for a tree: its first files would be written for nothing).
 
-    What each filesystem must take is the files' allocated sizes less what their destinations
-    and partial files already hold (a rerun that continues needs only the rest). That can
-    underestimate by one replaced file, never overestimate: a copy that fits is not refused,
-    and the per-file check still stops the rest.
+    The copy is played through in order on each destination filesystem: a file needs its
+    allocated size less what its partial files already hold (a rerun continues them), while
+    the file it replaces stays until the rename and frees its space only then. Files that will
+    not be written (``-n`` on an existing name, or ``skipped``: a tree rerun's completed files)
+    count for nothing. Parallel streams (-j) can need more at once; the per-file check remains.
     """
     files = [step for step in steps if step.kind == "file"]
     if len(files) < 2:
-        return  # one file: its own check says it best, and counts a replaced file in full
-    needs: dict[int, tuple[str, int]] = {}  # device -> (a directory on it, bytes still needed)
+        return  # one file: its own check says it best
+    disks: dict[int, _Disk] = {}
     held = _Held()
     for step in files:
-        if no_clobber and os.path.lexists(step.dest):
+        if (no_clobber and os.path.lexists(step.dest)) or (skipped and skipped(step)):
             continue
         try:
             st = os.stat(step.source)
@@ -253,28 +258,55 @@ def check_space(steps: list[Step], no_clobber: bool = False) -> None:
             continue  # the copy itself will say what is wrong with it
         size = st.st_blocks * 512 if st.st_blocks * 512 < st.st_size else st.st_size
         where = _existing_ancestor(os.path.dirname(os.path.abspath(step.dest)))
-        device = os.stat(where).st_dev
-        place, need = needs.get(device, (where, 0))
-        needs[device] = (place, need + max(size - held.bytes_for(step.dest), 0))
-    for place, need in needs.values():
-        _check_free(place, need, len(files))
+        disk = disks.setdefault(os.stat(where).st_dev, _Disk(where))
+        partial, old = held.bytes_for(step.dest)
+        disk.write(max(size - partial, 0), old)
+    for disk in disks.values():
+        disk.check(len(files))
+
+
+class _Disk:
+    """One destination filesystem as the copy goes: bytes in use beyond today's, and the most."""
+
+    def __init__(self, place: str) -> None:
+        self.place = place
+        self.used = 0
+        self.peak = 0
+
+    def write(self, need: int, freed_after: int) -> None:
+        self.used += need
+        self.peak = max(self.peak, self.used)
+        self.used -= freed_after  # the file it replaced goes at the rename
+
+    def check(self, files: int) -> None:
+        try:
+            vfs = os.statvfs(self.place)
+        except OSError:
+            return
+        free = vfs.f_bavail * vfs.f_frsize
+        if vfs.f_blocks and self.peak > free:  # a pseudo filesystem reports no size
+            raise TransferIOError(
+                f"'{self.place}': No space left on device ({files} files need up to "
+                f"{self.peak} bytes at once, {free} free)"
+            )
 
 
 class _Held:
-    """Bytes already at a destination: the file itself and its partial files (one listing of
+    """Bytes already at a destination: its partial files, and the file itself (one listing of
     each directory, however many files go there)."""
 
     def __init__(self) -> None:
         self._listings: dict[str, dict[str, int]] = {}
 
-    def bytes_for(self, dest: str) -> int:
+    def bytes_for(self, dest: str) -> tuple[int, int]:
+        """(bytes in partial files for ``dest``, bytes of the file now at ``dest``)."""
         folder, name = os.path.split(os.path.abspath(dest))
         listing = self._listings.get(folder)
         if listing is None:
             listing = self._listings[folder] = _allocated_in(folder)
         prefix = f".{name}."
         partials = (n for n in listing if n.startswith(prefix) and n.endswith(".openspec-part"))
-        return listing.get(name, 0) + sum(listing[n] for n in partials)
+        return sum(listing[n] for n in partials), listing.get(name, 0)
 
 
 def _allocated_in(folder: str) -> dict[str, int]:
@@ -291,15 +323,3 @@ def _existing_ancestor(path: str) -> str:
     while not os.path.isdir(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return path
-
-
-def _check_free(place: str, need: int, files: int) -> None:
-    try:
-        vfs = os.statvfs(place)
-    except OSError:
-        return
-    free = vfs.f_bavail * vfs.f_frsize
-    if vfs.f_blocks and need > free:  # a pseudo filesystem reports no size: nothing to judge
-        raise TransferIOError(
-            f"'{place}': No space left on device ({files} files need {need} bytes, {free} free)"
-        )
