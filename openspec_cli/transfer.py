@@ -518,6 +518,9 @@ class Transfer:
                 return False
         except OSError as err:
             self.last = (self.stats.done, self.hasher.copy())  # all of it is there to resume
+            with contextlib.suppress(OSError):  # what resume may replace: chattr -i moves ctime
+                st = os.lstat(cp.dest)
+                cp.options["dest_in_the_way"] = [st.st_ino, st.st_size, st.st_mtime_ns]
             self._fail(err, "cannot rename the finished copy into place: ", "fix that")
         return True
 
@@ -740,10 +743,12 @@ def _refuse_newer_dest(cp: Checkpoint) -> None:
     would silently replace it with the old transfer's source. (One that was there before the
     copy started is what the copy meant to replace, as cp would.)"""
     try:
-        changed = os.stat(cp.dest).st_ctime
+        st = os.stat(cp.dest)
     except OSError:
         return
-    if changed > cp.updated:
+    if cp.options.get("dest_in_the_way") == [st.st_ino, st.st_size, st.st_mtime_ns]:
+        return  # the file that stopped the rename, its data untouched (chattr -i, chmod)
+    if st.st_ctime > cp.updated:
         raise UsageError(
             f"'{cp.dest}' was written after transfer {cp.id} stopped; to replace it anyway: "
             f"openspec resume --restart {cp.id}, or forget the transfer: "

@@ -867,6 +867,27 @@ def test_a_failed_final_rename_keeps_the_whole_copy_for_resume(
     assert partials(tmp_path) == []
 
 
+def test_an_immutable_destination_is_replaced_by_resume_once_it_is_not(tmp_path: Path) -> None:
+    """The failed rename's advice works: chattr -i moves the file's ctime, which is no write."""
+    data = write_random(tmp_path / "src", 3 * MIB)
+    (tmp_path / "dest").write_bytes(b"old")
+    if subprocess.run(["chattr", "+i", str(tmp_path / "dest")], capture_output=True).returncode:
+        pytest.skip("chattr +i is not possible here (not root, or the filesystem has no flags)")
+    try:
+        failed = run_openspec(["copy", "src", "dest"], cwd=tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "dest")], check=True)
+    tid = re.search(r"then run: openspec resume (\w+)$", failed.stderr.decode().strip())
+    assert failed.returncode == IO_ERROR
+    assert tid is not None, failed.stderr
+
+    done = run_openspec(["resume", "--json", tid.group(1)], cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files"][0]["resumed_from"] == len(data)
+    assert (tmp_path / "dest").read_bytes() == data
+
+
 def test_limit_rate_paces_the_copy(runner: CliRunner, tmp_path: Path) -> None:
     data = write_random(tmp_path / "src", 2 * MIB)
 
