@@ -111,14 +111,29 @@ def hold_standard_fds() -> None:
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
+def _print_version() -> None:
+    """``--version``, and one line (exit 3, as every other command) when stdout is closed."""
+    from openspec_cli import __version__
+
+    try:
+        if sys.stdout is None:  # closed at start (>&-): Python made no sys.stdout
+            raise OSError(9, os.strerror(9))  # EBADF, without importing errno
+        sys.stdout.write(f"openspec {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # a reader that went away: a normal end, as for every command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the interpreter's last flush is quiet
+        raise SystemExit(141) from None
+    except OSError as err:
+        sys.stderr.write(f"openspec: error writing standard output: {err.strerror}\n")
+        raise SystemExit(3) from None  # ExitCode.IO_ERROR, without importing errors
+
+
 def main() -> None:
     """Console-script entry point: the fast path when it applies, else the Typer app."""
     hold_standard_fds()
     argv = sys.argv[1:]
     if argv in (["--version"], ["-V"]):
-        from openspec_cli import __version__
-
-        sys.stdout.write(f"openspec {__version__}\n")
+        _print_version()
         return
     parsed = None if COMPLETION_VARIABLE in os.environ else parse(argv)
     if parsed is None:

@@ -271,3 +271,17 @@ def test_a_copy_loads_neither_platformdirs_nor_pathlib(tmp_path: Path) -> None:
     # An editable install's import hook may load pathlib before openspec starts.
     ours = names[names.index("openspec_cli.launch") :]
     assert not {"platformdirs", "pathlib"} & {m.split(".")[0] for m in ours}
+
+
+@pytest.mark.parametrize(("closed", "reason"), [(True, "Bad file descriptor"),
+                                                (False, "No space left on device")])  # fmt: skip
+def test_version_on_an_unwritable_stdout_is_one_line(closed: bool, reason: str) -> None:
+    """`openspec --version >&-` ended in a traceback: the fast path runs before any handler."""
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "openspec_cli", "--version"],
+            stdout=None if closed else full, stderr=subprocess.PIPE, text=True, check=False,
+            preexec_fn=(lambda: os.close(1)) if closed else None,
+        )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr == f"openspec: error writing standard output: {reason}\n"
