@@ -8,13 +8,13 @@ common command line without typer. The man page and completions are generated fr
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from openspec_cli import __version__, commands
 from openspec_cli.algorithms import ALGORITHMS, DEFAULT_ALGO
-from openspec_cli.errors import ExitCode
+from openspec_cli.errors import ExitCode, UsageError
 
 app = typer.Typer(
     name="openspec",
@@ -330,23 +330,34 @@ def main() -> None:
     try:
         code = app(prog_name=commands.PROG, standalone_mode=False)
     except _USAGE_ERROR as err:
-        commands.say(_usage_line(err))
-        raise SystemExit(ExitCode.USAGE) from None
+        _refuse_usage(err, sys.argv[1:])
     if isinstance(code, int) and code:
         raise SystemExit(code)
 
 
-def _usage_line(err: Exception) -> str:
+def _refuse_usage(err: Exception, argv: list[str]) -> NoReturn:
+    """One line (an NDJSON event under --progress json) and exit 2; with copy's or resume's
+    --json, also the refusal object those print for every other refusal."""
+    names = {c.name or getattr(c.callback, "__name__", None) for c in app.registered_commands}
+    command = next((a for a in argv if a in names), None)
+    line = _usage_line(err, command)
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    commands.settings.json_stderr = "--progress=json" in argv or ("--progress", "json") in pairs
+    if command in ("copy", "resume") and "--json" in argv:
+        commands.json_refusal(command, UsageError(line))
+    commands.say(line)
+    raise SystemExit(ExitCode.USAGE) from None
+
+
+def _usage_line(err: Exception, command: str | None) -> str:
     """click's message, and the help that covers it: that of the command whose arguments were
     wrong; for a command's option given before the command, where it goes instead."""
     message = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
     ctx = getattr(err, "ctx", None)
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if ctx is not None:
         where = str(ctx.command_path)
-    else:  # some errors carry no context: the first word naming a command, if one does
-        names = {c.name or getattr(c.callback, "__name__", None) for c in app.registered_commands}
-        where = f"{commands.PROG} {command}" if command in names else commands.PROG
+    else:  # some errors carry no context: the command named on the line, if one is
+        where = f"{commands.PROG} {command}" if command else commands.PROG
     option = getattr(err, "option_name", None)
     if ctx is not None and ctx.parent is None and option and command:
         sub = ctx.command.get_command(ctx, command)

@@ -254,8 +254,13 @@ def _json_on_refusal(command: str, as_json: bool) -> Iterator[None]:
         yield
     except OpenspecError as refused:
         if as_json:
-            _report([], command, True, True, errors=[refused])
+            json_refusal(command, refused)
         raise
+
+
+def json_refusal(command: str, refused: OpenspecError) -> None:
+    """The ``--json`` object of a command refused before it did anything."""
+    _report([], command, True, True, errors=[refused])
 
 
 def _report(

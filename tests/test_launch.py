@@ -7,6 +7,7 @@ the command lines from every spelling the app knows plus words typer treats spec
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -214,6 +215,8 @@ def test_a_bad_size_is_one_line_on_either_path(tmp_path: Path, args: list[str]) 
         (["--json", "copy", "a", "b"],
          "--json is an option of 'copy': put it after the command (see: openspec copy --help)"),
         (["--bogus", "copy", "a", "b"], "no such option: --bogus (see: openspec --help)"),
+        (["-j", "2", "copy", "a", "b"],
+         "-j is an option of 'copy': put it after the command (see: openspec copy --help)"),
         (["copy", "--jobs", "x", "a", "b"],
          "invalid value for '--jobs' / '-j': 'x' is not a valid int range "
          "(see: openspec copy --help)"),
@@ -285,3 +288,19 @@ def test_version_on_an_unwritable_stdout_is_one_line(closed: bool, reason: str) 
         )  # fmt: skip
     assert result.returncode == 3
     assert result.stderr == f"openspec: error writing standard output: {reason}\n"
+
+
+def test_a_usage_mistake_keeps_the_json_promises(tmp_path: Path) -> None:
+    """copy --json prints its refusal object, and --progress json keeps stderr NDJSON, also for
+    mistakes the argument parser finds."""
+    (tmp_path / "a").write_bytes(b"data")
+    refused = run_module(["copy", "--json", "--jobs", "0", "a", "b"], tmp_path)
+    evented = run_module(["copy", "--progress", "json", "--bogus", "a", "b"], tmp_path)
+
+    assert (refused.returncode, evented.returncode) == (2, 2)
+    (error,) = json.loads(refused.stdout)["errors"]
+    assert error.startswith("invalid value for '--jobs' / '-j': ")
+    (event,) = [json.loads(line) for line in evented.stderr.splitlines()]
+    assert event["event"] == "message"
+    assert event["message"].startswith("no such option: --bogus")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
