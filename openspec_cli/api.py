@@ -79,6 +79,8 @@ def copy(
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
     plan.check_space(steps, no_clobber, _completed_by(journal))
+    if tree is not None or any(_large(step) for step in steps):
+        checkpoint.require_writable()
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:
@@ -104,6 +106,14 @@ def copy(
         if journal is not None:
             journal.release()
     return report
+
+
+def _large(step: plan.Step) -> bool:
+    """A file that will keep a checkpoint while it is copied."""
+    try:
+        return step.kind == "file" and transfer.keeps_checkpoint(os.stat(step.source).st_size)
+    except OSError:
+        return False
 
 
 def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step], bool] | None:

@@ -103,6 +103,23 @@ def transfers_dir(create: bool = False) -> str:
     return path
 
 
+def require_writable() -> None:
+    """Refuse a copy up front when its checkpoints or tree journal could not be written (a
+    service user whose HOME is not writable), rather than after creating folders for it."""
+    path = transfers_dir()
+    try:
+        transfers_dir(create=True)
+        reason = None if os.access(path, os.W_OK | os.X_OK) else "Permission denied"
+    except OSError as err:
+        reason = describe_os_error(err)
+    if reason:
+        raise CheckpointError(
+            f"cannot write checkpoints in '{path}': {reason} "
+            "(OPENSPEC_STATE_DIR chooses another state directory)",
+            ExitCode.USAGE,
+        )
+
+
 def path_for(transfer_id: str) -> str:
     """The checkpoint file of ``transfer_id``; CheckpointError if that is not an id."""
     if not isinstance(transfer_id, str) or not _ID_RE.fullmatch(transfer_id):

@@ -116,9 +116,11 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
         target_st = _lstat(target)
         if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
             raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
-        reason = _missing_parent(target) if target_st is None else None
-        if reason:
-            raise UsageError(f"cannot create directory '{target}': {reason}")
+        if target_st is None:
+            parent = os.path.dirname(target.rstrip(os.sep)) or "."
+            reason = _missing_parent(target) or _unwritable(parent)
+            if reason:
+                raise UsageError(f"cannot create directory '{target}': {reason}")
         return list(_walk_tree(src, target, no_clobber))
     _check_file_target(src, st, target, no_clobber)  # as named first: messages use that name
     resolved = _through_symlink(target)

@@ -398,7 +398,7 @@ def _kind(path: str) -> str:
 
 
 def _walk_error(err: OSError) -> None:
-    raise err
+    raise from_os_error(err, err.filename or "?") from err  # as for an unreadable file
 
 
 def _tree_entries(root: str) -> set[str]:

@@ -752,23 +752,30 @@ def test_destination_in_a_directory_we_may_not_search_is_refused(
     assert line == "openspec: cannot stat 'locked/x': Permission denied"
 
 
+@pytest.mark.parametrize("tree", [False, True])
 def test_a_state_directory_that_cannot_be_written_is_refused_up_front(
-    tmp_path: Path, permission_checked: Callable[[], object] | None
+    tmp_path: Path, permission_checked: Callable[[], object] | None, tree: bool
 ) -> None:
-    """A service user with no writable state dir: exit 2, nothing copied, and what to do."""
-    write_random(tmp_path / "a", 2 * MIB)
+    """A service user with no writable state dir: exit 2, nothing made, and what to do (a tree
+    needs its journal there even for small files)."""
+    (tmp_path / "src").mkdir()
+    write_random(tmp_path / "src" / "a", 2 * MIB if not tree else 10)
     (tmp_path / "state" / "transfers").mkdir(parents=True)
     (tmp_path / "state" / "transfers").chmod(0o555)
+    (tmp_path / "into").mkdir()
     before = snapshot(tmp_path)
     env = {**os.environ, "OPENSPEC_STATE_DIR": str(tmp_path / "state")}
+    args = ["-r", "src", "into/"] if tree else ["src/a", "b"]
 
-    result = subprocess.run([*OPENSPEC, "copy", "a", "b"], cwd=tmp_path, env=env,
+    result = subprocess.run([*OPENSPEC, "copy", *args], cwd=tmp_path, env=env,
                             capture_output=True, check=False,
                             preexec_fn=permission_checked)  # fmt: skip
 
     line = assert_refused(result, USAGE, tmp_path, before, "state/transfers")
-    assert line.startswith("openspec: cannot write checkpoint ")
-    assert line.endswith(": Permission denied (OPENSPEC_STATE_DIR chooses another state directory)")
+    assert line == (
+        f"openspec: cannot write checkpoints in '{tmp_path / 'state' / 'transfers'}': "
+        "Permission denied (OPENSPEC_STATE_DIR chooses another state directory)"
+    )
 
 
 # ---------------------------------------------------------------------------- while a copy runs

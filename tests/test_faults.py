@@ -276,6 +276,14 @@ def test_a_read_only_filesystem_is_named_as_such(
         f"openspec: cannot create regular file '{small_disk / src.name}': Read-only file system\n"
     )
     assert sums.stderr.endswith("'" + str(small_disk / "SUMS") + "': Read-only file system\n")
+    (tmp_path / "tree").mkdir()
+    src.rename(tmp_path / "tree" / src.name)
+    tree = subprocess.run([*base, "-r", str(tmp_path / "tree"), str(small_disk / "new")], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert tree.returncode == 2
+    assert tree.stderr == (
+        f"openspec: cannot create directory '{small_disk / 'new'}': Read-only file system\n"
+    )
     assert list(small_disk.iterdir()) == []
     assert not (tmp_path / "out").exists()
 
