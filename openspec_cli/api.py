@@ -125,12 +125,12 @@ def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step
 
 def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, since: float) -> None:
     """Partial files a kill -9 left (small files have no checkpoint to find them by), and
-    older sum lines of files copied again."""
+    older sum lines of files copied again (by this run or an interrupted one between)."""
     dirs = {os.path.dirname(os.path.abspath(s.dest)) for s in steps if s.kind == "file"}
     for path in checkpoint.orphan_partials(dirs, before=since):
         remove_keeping_dir_times(path)
-    if sums is not None:
-        keep_last_sum_lines(sums, [r for r in report.files if not r.reused])
+    if sums is not None:  # reused files too: the run that last wrote one is the newest line
+        keep_last_sum_lines(sums, report.files)
 
 
 def resume(

@@ -401,6 +401,36 @@ def test_finishing_run_removes_stale_partials_and_old_sum_lines(
         assert digest == xxhash.xxh3_128(Path(name).read_bytes()).hexdigest()
 
 
+def test_a_file_copied_again_by_an_interrupted_run_keeps_one_sum_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Run 1 copies a file and stops; its source changes; run 2 copies it again and stops too;
+    run 3 reuses run 2's copy. The sum file must end with one line per file, the newest."""
+    data = make_source_tree(tmp_path / "src")
+    src, backup, sums = tmp_path / "src", tmp_path / "backup", tmp_path / "SUMS"
+    complete = interrupt_tree(env, src, backup, "1", "--sums", str(sums))
+    data[complete] = os.urandom(8 << 20)  # another content, rewritten
+    (src / complete).write_bytes(data[complete])
+    again = start("copy", "-r", "-L", "8M", "--sums", str(sums), str(src), str(backup), env=env)
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(".c.bin.") for p in partials(backup / "sub")):
+        assert again.poll() is None, again.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    again.send_signal(signal.SIGINT)  # the changed file was copied again before c.bin began
+    assert again.wait(timeout=30) == 130
+
+    openspec("copy", "-r", "--sums", str(sums), str(src), str(backup), env=env, check=True)
+
+    assert tree_contents(backup) == data
+    lines = sums.read_text().splitlines()
+    assert sorted(line.split("  ", 1)[1] for line in lines) == sorted(
+        str(backup / name) for name in data
+    )
+    checked = openspec("verify", "-c", str(sums), env=env)
+    assert checked.returncode == 0, checked.stdout
+
+
 def test_a_sparse_copy_interrupted_in_a_hole_resumes_to_the_same_file(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
