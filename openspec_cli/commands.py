@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import signal
 import sys
@@ -595,6 +596,8 @@ def bench(
     from openspec_cli import bench_report
 
     with handled():
+        if not math.isfinite(max_regression):  # nan compares false: nothing could regress
+            raise UsageError(f"--max-regression must be a number of percent, not {max_regression}")
         config = bench_.make_config(quick, sizes, concurrency, directory)
         earlier = bench_report.prepare(baseline, json_file)
         with bench_report.live_view(sys.stderr) as view:

@@ -332,6 +332,7 @@ def test_bad_options_are_usage_errors(
         ["--baseline", "missing.json"],
         ["--json", "no/such/dir/out.json"],
         ["--max-regression", "-1"],
+        ["--max-regression", "nan"],
     ],
 )
 def test_cli_refuses_bad_input_before_running(
