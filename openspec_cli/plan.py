@@ -251,6 +251,7 @@ def check_space(
         return  # one file: its own check says it best
     disks: dict[int, _Disk] = {}
     held = _Held()
+    places: dict[str, tuple[str, int]] = {}  # destination folder -> (existing folder, device)
     for step in files:
         if (no_clobber and os.path.lexists(step.dest)) or (skipped and skipped(step)):
             continue
@@ -259,8 +260,12 @@ def check_space(
         except OSError:
             continue  # the copy itself will say what is wrong with it
         size = st.st_blocks * 512 if st.st_blocks * 512 < st.st_size else st.st_size
-        where = _existing_ancestor(os.path.dirname(os.path.abspath(step.dest)))
-        disk = disks.setdefault(os.stat(where).st_dev, _Disk(where))
+        folder = os.path.dirname(os.path.abspath(step.dest))
+        if folder not in places:
+            where = _existing_ancestor(folder)
+            places[folder] = (where, os.stat(where).st_dev)
+        where, device = places[folder]
+        disk = disks.setdefault(device, _Disk(where))
         partial, old = held.bytes_for(step.dest)
         disk.write(max(size - partial, 0), old)
     for disk in disks.values():

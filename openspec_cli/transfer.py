@@ -487,7 +487,8 @@ class Transfer:
         self.renamed = True
         if self.options.fsync:
             _fsync_dir(os.path.dirname(cp.dest))
-        ckpt.delete(cp.id)
+        if self.persist:  # a small file never had a sidecar: no lookup for one to delete
+            ckpt.delete(cp.id)
         return FileResult(
             cp.source.path,
             cp.dest,

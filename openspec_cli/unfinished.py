@@ -168,8 +168,14 @@ class TreeJournal:
             return
 
     def _append(self, record: dict[str, object]) -> None:
-        with self._lock, open(self.path, "a", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode(errors="surrogateescape")
+        with self._lock:
+            if self._held < 0:
+                with open(self.path, "ab") as fh:
+                    fh.write(line)
+                return
+            os.lseek(self._held, 0, os.SEEK_END)  # through the fd we hold: no open per file
+            os.write(self._held, line)
 
     def finish(self) -> None:
         """The tree is complete: forget it."""
