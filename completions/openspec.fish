@@ -76,7 +76,7 @@ complete -c openspec -n "__openspec_at 'openspec resume'" -l restart -d 'Copy fr
 complete -c openspec -n "__openspec_at 'openspec resume'" -l discard -x -a '(__openspec_ids)' -d 'Remove a transfer\'s checkpoint and partial'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l prune -d 'Remove orphaned checkpoints, partial files and tree-copy journals'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l older-than -x -d 'With --prune: also remove transfers and tree copies idle this long (e.g. 7d)'
-complete -c openspec -n "__openspec_at 'openspec resume'" -l in -x -a '(__fish_complete_directories (commandline -ct))' -d 'With --prune: also look for orphaned partial files in DIR'
+complete -c openspec -n "__openspec_at 'openspec resume'" -l in -x -a '(__fish_complete_directories (commandline -ct))' -d 'With --prune: also look for orphaned partial files in DIR and below'
 complete -c openspec -n "__openspec_at 'openspec resume'" -s L -l limit-rate -x -d 'Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l progress -x -a 'auto tty plain json none' -d 'auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none'
 complete -c openspec -n "__openspec_at 'openspec resume'" -l json -d 'Print a JSON summary on stdout'

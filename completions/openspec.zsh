@@ -69,7 +69,7 @@ _openspec_resume() {
         '(--discard)--discard=[Remove a transfer'\''s checkpoint and partial]:id:_openspec_transfer_ids' \
         '(--prune)--prune[Remove orphaned checkpoints, partial files and tree-copy journals]' \
         '(--older-than)--older-than=[With --prune\: also remove transfers and tree copies idle this long (e.g. 7d)]:age: ' \
-        '*--in=[With --prune\: also look for orphaned partial files in DIR]:dir:_files -/' \
+        '*--in=[With --prune\: also look for orphaned partial files in DIR and below]:dir:_files -/' \
         '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
         '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
         '(--progress)--progress=[auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none]:mode:(auto tty plain json none)' \

@@ -386,6 +386,8 @@ def _stale_temp_files(now: float) -> list[str]:
 
 def prune(older_than: float | None = None, dirs: Iterable[str] = ()) -> list[str]:
     """Remove what no transfer can use any more; returns one description per file removed.
+    Orphaned partial files are looked for in ``dirs`` and every folder below them (a killed
+    tree copy leaves them in its subfolders), and beside every checkpoint's destination.
 
     Never touches a running transfer or a broken checkpoint (``list_all`` reports those and
     ``delete`` removes them). Files that cannot be removed are skipped, to be retried.
@@ -394,7 +396,8 @@ def prune(older_than: float | None = None, dirs: Iterable[str] = ()) -> list[str
     entries = [cp for cp in list_all() if isinstance(cp, Checkpoint)]
     for cp in entries:
         removed += _prune_one(cp, older_than, now)
-    for path in orphan_partials([*dirs, *(os.path.dirname(cp.dest) for cp in entries)]):
+    folders = [below for top in dirs for below, _, _ in os.walk(top)]  # a tree's subfolders too
+    for path in orphan_partials([*folders, *(os.path.dirname(cp.dest) for cp in entries)]):
         if _unlink(path):
             removed.append(f"orphan partial file '{path}'")
     return removed + _stale_temp_files(now)

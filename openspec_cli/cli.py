@@ -191,7 +191,7 @@ def resume(
         typer.Option(
             "--in",
             metavar="DIR",
-            help="With --prune: also look for orphaned partial files in DIR.",
+            help="With --prune: also look for orphaned partial files in DIR and below.",
         ),
     ] = None,
     limit_rate: RateOpt = None,

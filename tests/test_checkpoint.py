@@ -915,3 +915,19 @@ def test_prune_keeps_a_transfer_whose_partial_is_locked(state: Path, tmp_path: P
 def test_checkpoint_error_is_an_openspec_error() -> None:
     err = CheckpointError("x")
     assert err.exit_code == ExitCode.USAGE
+
+
+def test_prune_in_a_folder_looks_below_it_too(state: Path, tmp_path: Path) -> None:
+    """A killed tree copy leaves small files' partials in its subfolders, and once the tree
+    is forgotten nothing else would ever find them."""
+    deep = tmp_path / "tree" / "d0" / "d1"
+    deep.mkdir(parents=True)
+    orphans = [tmp_path / "tree" / ".a.11111111.openspec-part", deep / ".b.22222222.openspec-part"]
+    for path in orphans:
+        path.write_bytes(b"x")
+        age(path)
+
+    removed = ckpt.prune(dirs=[str(tmp_path / "tree")])
+
+    assert sorted(removed) == sorted(f"orphan partial file '{p}'" for p in orphans)
+    assert not any(p.exists() for p in orphans)
