@@ -62,10 +62,9 @@ def say(message: str) -> None:
 
 def _event(fields: dict[str, Any]) -> None:
     """One NDJSON line on stderr, shaped as the progress events are."""
-    import json
-    import time
+    from openspec_cli.ui import ndjson_event
 
-    write_stderr(json.dumps({"t": round(time.time(), 3), **fields}) + "\n")
+    write_stderr(ndjson_event(fields) + "\n")
 
 
 def _silence_stdout() -> None:

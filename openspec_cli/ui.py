@@ -179,6 +179,13 @@ class Dashboard:
         )
 
 
+def ndjson_event(fields: dict[str, Any]) -> str:
+    """One ``--progress json`` line: the time it was written, then the event's fields."""
+    import json
+
+    return json.dumps({"t": round(time.time(), 3), **fields})
+
+
 def engine_line(snap: dict[str, Any]) -> str:
     """The engine footer: pressure level with its score split, memory, streams."""
     score = snap["score"]
@@ -364,9 +371,7 @@ class ProgressLog(Dashboard):
         self._seen[id(stats)] = (stats.checkpoints, stats.retries)
 
     def _emit(self, event: dict[str, Any]) -> None:
-        import json
-
-        self._write(json.dumps({"t": round(time.time(), 3), **event}))
+        self._write(ndjson_event(event))
 
     def _write(self, line: str) -> None:
         write_stderr(line + "\n", self.stream)
