@@ -79,7 +79,7 @@ def copy(
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
     plan.check_space(steps, no_clobber, _completed_by(journal))
-    if tree is not None or any(_large(step) for step in steps):
+    if tree is not None or any(transfer.keeps_checkpoint(step.size) for step in steps):
         checkpoint.require_writable()
     if sums is not None:
         plan.check_sums_file(sums)
@@ -106,14 +106,6 @@ def copy(
         if journal is not None:
             journal.release()
     return report
-
-
-def _large(step: plan.Step) -> bool:
-    """A file that will keep a checkpoint while it is copied."""
-    try:
-        return step.kind == "file" and transfer.keeps_checkpoint(os.stat(step.source).st_size)
-    except OSError:
-        return False
 
 
 def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step], bool] | None:

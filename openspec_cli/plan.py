@@ -16,14 +16,28 @@ if TYPE_CHECKING:
 
 
 class Step(Record):
-    """One action of a plan: make a directory, copy a file, or recreate a symlink."""
+    """One action of a plan: make a directory, copy a file, or recreate a symlink.
 
-    __slots__ = ("kind", "source", "dest")
+    A file step keeps what planning learnt of its source, its length and the bytes it takes on
+    disk (less than its length when sparse), so that deciding how to copy it stats it no more.
+    """
 
-    def __init__(self, kind: str, source: str, dest: str) -> None:
+    __slots__ = ("kind", "source", "dest", "size", "allocated")
+
+    def __init__(
+        self, kind: str, source: str, dest: str, size: int = 0, allocated: int = 0
+    ) -> None:
         self.kind = kind  # "dir" | "file" | "link"
         self.source = source
         self.dest = dest
+        self.size = size
+        self.allocated = allocated
+
+    @classmethod
+    def file(cls, source: str, dest: str, st: os.stat_result) -> Step:
+        blocks = getattr(st, "st_blocks", None)
+        used = st.st_size if blocks is None else min(blocks * 512, st.st_size)
+        return cls("file", source, dest, st.st_size, used)
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -126,7 +140,7 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
     resolved = _through_symlink(target)
     if resolved != target:
         _check_file_target(src, st, resolved, no_clobber)
-    return [Step("file", src, resolved)]
+    return [Step.file(src, resolved, st)]
 
 
 def _through_symlink(target: str) -> str:
@@ -213,7 +227,7 @@ def _walk_tree(src: str, target: str, no_clobber: bool = False) -> Iterator[Step
             st = entry.stat()
             if stat.S_ISREG(st.st_mode):
                 _check_file_target_in_tree(child_src, st, child_dst, no_clobber)
-                yield Step("file", child_src, child_dst)
+                yield Step.file(child_src, child_dst, st)
             else:
                 raise UsageError(f"cannot copy '{child_src}': {kind_name(st.st_mode)}")
 
@@ -255,11 +269,6 @@ def check_space(
     for step in files:
         if (no_clobber and os.path.lexists(step.dest)) or (skipped and skipped(step)):
             continue
-        try:
-            st = os.stat(step.source)
-        except OSError:
-            continue  # the copy itself will say what is wrong with it
-        size = st.st_blocks * 512 if st.st_blocks * 512 < st.st_size else st.st_size
         folder = os.path.dirname(os.path.abspath(step.dest))
         if folder not in places:
             where = _existing_ancestor(folder)
@@ -267,7 +276,7 @@ def check_space(
         where, device = places[folder]
         disk = disks.setdefault(device, _Disk(where))
         partial, old = held.bytes_for(step.dest)
-        disk.write(max(size - partial, 0), old)
+        disk.write(max(step.allocated - partial, 0), old)
     for disk in disks.values():
         disk.check(len(files))
 

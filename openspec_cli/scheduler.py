@@ -538,7 +538,7 @@ def copy_all(
         if governor.requested == 1 or len(file_steps) <= 1:
             outcomes = _run_serially([task(s) for s in file_steps], governor)
         else:
-            small = [_small(step) for step in file_steps]
+            small = [step.size < STREAMING_TRIGGER for step in file_steps]
             outcomes = run_parallel([task(s) for s in file_steps], governor, small)
     finally:
         halt()
@@ -576,10 +576,3 @@ def _run_serially(tasks: list[Callable[[], object]], governor: Governor) -> list
         finally:
             governor.leave()
     return outcomes
-
-
-def _small(step: Step) -> bool:
-    try:
-        return os.stat(step.source).st_size < STREAMING_TRIGGER
-    except OSError:
-        return False  # the copy itself says what is wrong
