@@ -135,6 +135,19 @@ def partial_id(name: str) -> str | None:
     return match.group(2) if match else None
 
 
+def partial_owner(name: str) -> str | None:
+    """The NAME in a partial file's name (``.NAME.ID.openspec-part``; cut short for a long
+    destination name, see ``partial_path``), else None."""
+    match = _PARTIAL_RE.fullmatch(os.path.basename(name))
+    return match.group(1) if match else None
+
+
+def owner_of_partials_for(dest: str) -> str:
+    """What :func:`partial_owner` says of every partial file of ``dest``, whatever its id."""
+    any_id = "0" * 8
+    return os.path.basename(partial_path(dest, any_id))[1 : -len(f".{any_id}{PARTIAL_SUFFIX}")]
+
+
 # ---------------------------------------------------------------------------- store
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 
+from openspec_cli.checkpoint import owner_of_partials_for, partial_owner
 from openspec_cli.errors import TransferIOError, UsageError, describe_os_error, kind_name
 from openspec_cli.records import Record
 
@@ -312,27 +313,30 @@ class _Held:
     each directory, however many files go there)."""
 
     def __init__(self) -> None:
-        self._listings: dict[str, dict[str, int]] = {}
+        self._folders: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
 
     def bytes_for(self, dest: str) -> tuple[int, int]:
         """(bytes in partial files for ``dest``, bytes of the file now at ``dest``)."""
         folder, name = os.path.split(os.path.abspath(dest))
-        listing = self._listings.get(folder)
-        if listing is None:
-            listing = self._listings[folder] = _allocated_in(folder)
-        prefix = f".{name}."
-        partials = (n for n in listing if n.startswith(prefix) and n.endswith(".openspec-part"))
-        return sum(listing[n] for n in partials), listing.get(name, 0)
+        if folder not in self._folders:
+            self._folders[folder] = _allocated_in(folder)
+        files, partials = self._folders[folder]
+        return partials.get(owner_of_partials_for(name), 0), files.get(name, 0)
 
 
-def _allocated_in(folder: str) -> dict[str, int]:
-    found: dict[str, int] = {}
+def _allocated_in(folder: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes on disk of each file in ``folder``, and of the partial files of each name."""
+    files: dict[str, int] = {}
+    partials: dict[str, int] = {}
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_file(follow_symlinks=False):
-                    found[entry.name] = entry.stat(follow_symlinks=False).st_blocks * 512
-    return found
+                    files[entry.name] = entry.stat(follow_symlinks=False).st_blocks * 512
+                    owner = partial_owner(entry.name)
+                    if owner is not None:
+                        partials[owner] = partials.get(owner, 0) + files[entry.name]
+    return files, partials
 
 
 def _existing_ancestor(path: str) -> str:

@@ -188,6 +188,8 @@ def test_partial_names_of_the_longest_legal_names_are_legal(tmp_path: Path, name
     assert os.path.dirname(part) == str(tmp_path)
     assert len(os.fsencode(os.path.basename(part))) <= 255
     assert ckpt.partial_id(part) == TID
+    assert ckpt.partial_owner(part) == ckpt.owner_of_partials_for(str(tmp_path / name))
+    assert ckpt.partial_owner(part) != ckpt.owner_of_partials_for(str(tmp_path / "other"))
     Path(part).write_bytes(b"ok")  # the filesystem takes it
 
 
