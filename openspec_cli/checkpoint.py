@@ -103,6 +103,10 @@ def transfers_dir(create: bool = False) -> str:
     return path
 
 
+#: What a user can do about a state directory that cannot be written.
+STATE_DIR_HINT = "OPENSPEC_STATE_DIR chooses another state directory"
+
+
 def require_writable() -> None:
     """Refuse a copy up front when its checkpoints or tree journal could not be written (a
     service user whose HOME is not writable), rather than after creating folders for it."""
@@ -114,8 +118,7 @@ def require_writable() -> None:
         reason = describe_os_error(err)
     if reason:
         raise CheckpointError(
-            f"cannot write checkpoints in '{path}': {reason} "
-            "(OPENSPEC_STATE_DIR chooses another state directory)",
+            f"cannot write checkpoints in '{path}': {reason} ({STATE_DIR_HINT})",
             ExitCode.USAGE,
         )
 

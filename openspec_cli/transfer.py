@@ -632,7 +632,7 @@ def _start_open(
             ckpt.save(cp)
         except ckpt.CheckpointError as err:  # found before any byte moved: a usage problem
             raise ckpt.CheckpointError(
-                f"{err.message} (OPENSPEC_STATE_DIR chooses another state directory)",
+                f"{err.message} ({ckpt.STATE_DIR_HINT})",
                 ExitCode.USAGE,
             ) from err
     try:
