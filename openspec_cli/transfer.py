@@ -157,6 +157,7 @@ class FileResult(Record):
         resumed_from: int = 0,
         retries: list[dict[str, Any]] | None = None,
         reused: bool = False,
+        fingerprints: tuple[ckpt.Fingerprint, ckpt.Fingerprint] | None = None,
     ) -> None:
         self.source = source
         self.dest = dest
@@ -172,6 +173,9 @@ class FileResult(Record):
         self.retries: list[dict[str, Any]] = retries if retries is not None else []
         #: Not copied now: an earlier run of the same tree copy did, and nothing changed since.
         self.reused = reused
+        #: The source as it was read and the copy as it was renamed into place, for a tree's
+        #: journal: a stat afterwards could describe a source changed since it was read.
+        self.fingerprints = fingerprints
 
     @property
     def throughput_bps(self) -> float:
@@ -485,6 +489,7 @@ class Transfer:
         if not self._into_place():
             return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
         self.renamed = True
+        copied = ckpt.Fingerprint.of(cp.dest, os.fstat(self.out_fd))  # renaming moved its ctime
         if self.options.fsync:
             _fsync_dir(os.path.dirname(cp.dest))
         if self.persist:  # a small file never had a sidecar: no lookup for one to delete
@@ -501,6 +506,7 @@ class Transfer:
             transfer_id=cp.id,
             resumed_from=self.resumed_from,
             retries=list(cp.retries),
+            fingerprints=(cp.source, copied),
         )
 
     def _into_place(self) -> bool:

@@ -152,13 +152,14 @@ class TreeJournal:
 
     def done(self, result: FileResult) -> None:
         """Note a completed file; a failure to write here only costs a copy next time."""
-        if result.skipped or result.digest is None:
+        if result.skipped or result.digest is None or result.fingerprints is None:
             return
+        source, copy = result.fingerprints
         try:
             entry = {
-                "dest": os.path.abspath(result.dest),
-                "source": Fingerprint.of(result.source, os.stat(result.source)).as_dict(),
-                "copy": Fingerprint.of(result.dest, os.stat(result.dest)).as_dict(),
+                "dest": copy.path,
+                "source": source.as_dict(),
+                "copy": copy.as_dict(),
                 "bytes": result.bytes,
                 "algo": result.algo,
                 "digest": result.digest,

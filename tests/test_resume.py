@@ -20,6 +20,7 @@ import pytest
 import xxhash
 
 from openspec_cli import api, unfinished
+from openspec_cli.engine import NullObserver, StreamStats
 from openspec_cli.errors import Interrupted, UsageError
 
 STATE = "OPENSPEC_STATE_DIR"
@@ -747,6 +748,37 @@ def test_an_interrupt_while_making_directories_still_leaves_a_copy_to_continue(
         f"dir{i}" for i in range(5)
     ]
     assert not list(backup.glob(".openspec-tree.*"))
+
+
+def test_the_journal_vouches_for_the_source_as_it_was_read(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A source changed just after its copy finished (before the journal noted it) must be
+    copied again by the rerun: the journal records what was read, not a later stat."""
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    src.mkdir()
+    for name in ("one.txt", "two.txt"):
+        (src / name).write_bytes(name.encode() * 100)
+    finished: list[str] = []
+
+    class ChangeFirstThenCtrlC(NullObserver):
+        def stream_started(self, stats: StreamStats) -> None:
+            if finished:
+                raise KeyboardInterrupt
+
+        def stream_finished(self, stats: StreamStats) -> None:
+            finished.append(stats.name)
+            with open(src / stats.name, "ab") as fh:
+                fh.write(b" and more")
+
+    with pytest.raises(Interrupted):
+        api.copy(str(src), str(backup), recursive=True, jobs=1, observer=ChangeFirstThenCtrlC())
+    assert len(finished) == 1
+    assert tree_journals(env)
+
+    api.copy(str(src), str(backup), recursive=True)
+
+    assert tree_contents(backup) == tree_contents(src)
 
 
 @pytest.mark.parametrize("damage", [{"bytes": "abc"}, {"bytes": None}, {"digest": 7}])
