@@ -214,10 +214,14 @@ class BufferPool:
 
 
 def buffer_size_for(total: int | None, ceiling: int = MAX_CHUNK) -> int:
-    """Size of each pooled buffer: the largest chunk this stream may use, no larger than needed."""
+    """Size of each pooled buffer: the largest chunk this stream may use, no larger than needed.
+
+    Rounded up to a power of two: a tree of small files then asks the scheduler's bank for a
+    few sizes it can reuse, not a new size (a new allocation, the old ones dropped) per file.
+    """
     if total is None:
         return ceiling
-    return max(min(ceiling, total), 1)
+    return min(ceiling, 1 << max(total - 1, 0).bit_length())
 
 
 def pread_full(fd: int, buf: memoryview, offset: int) -> int:

@@ -344,3 +344,17 @@ def test_read_ahead_only_for_large_regular_files_hashed_plainly(
         os.close(write_end)
     monkeypatch.setattr(engine, "_usable_cpus", lambda: 1)
     assert not reads_ahead(hasher=xxhash.xxh3_128())
+
+
+@given(st.integers(min_value=0, max_value=4 * MAX_CHUNK))
+def test_a_buffer_holds_the_whole_small_stream_and_at_most_twice_it(total: int) -> None:
+    size = engine.buffer_size_for(total)
+    assert size >= min(total, MAX_CHUNK)
+    assert size <= max(2 * total, 1)
+    assert size == MAX_CHUNK or size & (size - 1) == 0
+
+
+def test_files_of_many_sizes_share_a_few_buffer_sizes() -> None:
+    """A tree of small files reuses the scheduler's buffers instead of one allocation each."""
+    sizes = {engine.buffer_size_for(total) for total in range(1, STREAMING_TRIGGER, 997)}
+    assert len(sizes) <= 20
