@@ -270,13 +270,13 @@ def check_space(
     for step in files:
         if (no_clobber and os.path.lexists(step.dest)) or (skipped and skipped(step)):
             continue
-        folder = os.path.dirname(os.path.abspath(step.dest))
+        folder, name = os.path.split(os.path.abspath(step.dest))
         if folder not in places:
             where = _existing_ancestor(folder)
             places[folder] = (where, os.stat(where).st_dev)
         where, device = places[folder]
         disk = disks.setdefault(device, _Disk(where))
-        partial, old = held.bytes_for(step.dest)
+        partial, old = held.bytes_for(folder, name)
         disk.write(max(step.allocated - partial, 0), old)
     for disk in disks.values():
         disk.check(len(files))
@@ -315,13 +315,13 @@ class _Held:
     def __init__(self) -> None:
         self._folders: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
 
-    def bytes_for(self, dest: str) -> tuple[int, int]:
-        """(bytes in partial files for ``dest``, bytes of the file now at ``dest``)."""
-        folder, name = os.path.split(os.path.abspath(dest))
+    def bytes_for(self, folder: str, name: str) -> tuple[int, int]:
+        """(bytes in partial files for ``name`` in ``folder``, bytes of the file now there)."""
         if folder not in self._folders:
             self._folders[folder] = _allocated_in(folder)
         files, partials = self._folders[folder]
-        return partials.get(owner_of_partials_for(name), 0), files.get(name, 0)
+        partial = partials.get(owner_of_partials_for(name), 0) if partials else 0
+        return partial, files.get(name, 0)
 
 
 def _allocated_in(folder: str) -> tuple[dict[str, int], dict[str, int]]:

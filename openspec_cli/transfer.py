@@ -140,6 +140,7 @@ class FileResult(Record):
         "resumed_from",
         "retries",
         "reused",
+        "fingerprints",
     )
 
     def __init__(
@@ -617,10 +618,13 @@ def _start_open(
 ) -> Transfer:
     dest = os.path.abspath(spelled)
     st = os.fstat(src_fd)
-    # A sparse copy needs about what the source holds, not its length.
     sparse = is_sparse(st)
-    needed = st.st_blocks * 512 if sparse else st.st_size
-    _check_space(os.path.dirname(dest), needed, src, dest)
+    # A small file is a read or two and a write: what would find a full disk or a slow read
+    # early for a large one costs it more than the copy itself (statfs, fallocate, fadvise).
+    streamed = keeps_checkpoint(st.st_size)
+    if streamed:  # a sparse copy needs about what the source holds, not its length
+        needed = st.st_blocks * 512 if sparse else st.st_size
+        _check_space(os.path.dirname(dest), needed, src, dest)
     tid = new_transfer_id()
     part = ckpt.partial_path(dest, tid)
     cp = Checkpoint(
@@ -633,7 +637,7 @@ def _start_open(
         owner=ckpt.Owner.current(),
         options=options.persistent(spelled),
     )
-    if keeps_checkpoint(st.st_size):
+    if streamed:
         try:
             ckpt.save(cp)
         except ckpt.CheckpointError as err:  # found before any byte moved: a usage problem
@@ -648,14 +652,14 @@ def _start_open(
         raise from_os_error(err, src, dest) from err
     try:
         ckpt.try_lock(out_fd)
-        if not sparse:  # reserving every block would fill in the holes
+        if streamed and not sparse:  # reserving every block would fill in the holes
             _preallocate(out_fd, st.st_size)
     except OSError as err:
         os.close(out_fd)
         os.unlink(part)
         ckpt.delete(tid)
         raise TransferIOError(f"'{src}' -> '{dest}': {describe_os_error(err)}") from err
-    if hasattr(os, "posix_fadvise"):
+    if streamed and hasattr(os, "posix_fadvise"):
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     return Transfer(cp, options, observer, src_fd, out_fd, hashing.new_hasher(options.algo), 0)
 
