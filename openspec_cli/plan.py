@@ -125,8 +125,7 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
             raise UsageError(f"-r not specified; omitting directory '{src}'")
-        real_src, real_target = os.path.realpath(src), os.path.realpath(target)
-        if real_target == real_src or real_target.startswith(real_src + os.sep):
+        if _inside(src, st, target):
             raise UsageError(f"cannot copy a directory, '{src}', into itself, '{target}'")
         target_st = _lstat(target)
         if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
@@ -142,6 +141,23 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
     if resolved != target:
         _check_file_target(src, st, resolved, no_clobber)
     return [Step.file(src, resolved, st)]
+
+
+def _inside(src: str, st: os.stat_result, target: str) -> bool:
+    """Whether ``target`` is the directory ``src`` or lies in it: by path, or by identity for
+    a way in that paths do not show (a bind mount of it)."""
+    real_src, real_target = os.path.realpath(src), os.path.realpath(target)
+    if real_target == real_src or real_target.startswith(real_src + os.sep):
+        return True
+    path = real_target
+    while True:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(st, os.stat(path)):
+                return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
 
 
 def _through_symlink(target: str) -> str:
@@ -178,15 +194,25 @@ def _check_replaceable(
 ) -> None:
     """A copy is renamed over its destination: fine for a file or a symlink, never for a
     directory, and never for a device or FIFO, which cp would write into (as root, renaming
-    over /dev/null would replace the device with a plain file)."""
+    over /dev/null would replace the device with a plain file).
+
+    Nor for a file we may not write: cp opens it for writing and is refused, while a rename
+    needs only the directory, and would replace a write-protected or someone else's file."""
     mode = target_st.st_mode
     if stat.S_ISDIR(mode):
         raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or no_clobber):  # -n: it is skipped
+    if no_clobber:
+        return  # it is skipped
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise UsageError(
             f"not replacing '{target}': {kind_name(mode)}, not a regular file "
             f"(to write into it: openspec cat '{src}' > '{target}')"
         )
+    if stat.S_ISREG(mode) and not os.access(target, os.W_OK):
+        try:  # for the reason: "Operation not permitted" for an immutable file, for instance
+            os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError as err:
+            raise UsageError(f"cannot overwrite '{target}': {describe_os_error(err)}") from err
 
 
 def check_sums_file(path: str) -> None:
@@ -240,6 +266,11 @@ def _check_file_target_in_tree(
     target_st = _lstat(target)
     if target_st is not None:
         _check_replaceable(src, target, target_st, no_clobber)
+        with contextlib.suppress(OSError):  # a hard link or a bind mount of the source tree
+            if not no_clobber and os.path.samestat(
+                st, os.stat(target) if stat.S_ISLNK(target_st.st_mode) else target_st
+            ):
+                raise UsageError(f"'{src}' and '{target}' are the same file")
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 

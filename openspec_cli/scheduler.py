@@ -515,7 +515,11 @@ def copy_all(
     governor.cleanup.register("unreferenced memory", Priority.DEFERRED, gc.collect)
     options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
-    file_steps = prepare_tree(steps, options, journal.made_root if journal is not None else None)
+    file_steps, made = (
+        prepare_tree(steps, options)
+        if journal is None
+        else prepare_tree(steps, options, journal.made_root, ours=True)
+    )
     known = known_transfers()
 
     def task(step: Step) -> Callable[[], object]:
@@ -545,7 +549,7 @@ def copy_all(
         governor.cleanup.release_all(
             up_to=Priority.NORMAL
         )  # caches stay: only emergencies drop them
-    finish_tree(steps)
+    finish_tree(made)
     files = [o for o in outcomes if isinstance(o, FileResult)]
     errors = [o for o in outcomes if isinstance(o, OpenspecError)]
     for outcome in outcomes:

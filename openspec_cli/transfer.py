@@ -470,8 +470,9 @@ class Transfer:
         try:
             if self.sparse:
                 os.ftruncate(self.out_fd, self.stats.done)
-            os.fchmod(self.out_fd, stat.S_IMODE(os.fstat(self.src_fd).st_mode))
-            os.utime(self.out_fd, ns=(os.fstat(self.src_fd).st_atime_ns, cp.source.mtime_ns))
+            src_st = os.fstat(self.src_fd)
+            os.fchmod(self.out_fd, self._owned_like_the_file_replaced(src_st))
+            os.utime(self.out_fd, ns=(src_st.st_atime_ns, cp.source.mtime_ns))
             if self.options.fsync or self.options.no_cache:
                 os.fsync(self.out_fd)
             if self.options.no_cache:  # the tail windows the sink had not dropped yet
@@ -509,6 +510,29 @@ class Transfer:
             retries=list(cp.retries),
             fingerprints=(cp.source, copied),
         )
+
+    def _owned_like_the_file_replaced(self, src_st: os.stat_result) -> int:
+        """Give the copy the owner of the file it replaces, where we may (cp writes into that
+        file, keeping it: a service's config replaced by root stays readable to the service);
+        return the mode to set, the source's less any set-id bit whose owner differs now.
+
+        A setuid file of another user copied by root would otherwise be a setuid-root file.
+        """
+        with contextlib.suppress(OSError):
+            old = os.lstat(self.cp.dest)
+            if stat.S_ISREG(old.st_mode):
+                try:
+                    os.fchown(self.out_fd, old.st_uid, old.st_gid)
+                except PermissionError:  # not root: the group, if we are in it
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(self.out_fd, -1, old.st_gid)
+        copy = os.fstat(self.out_fd)
+        mode = stat.S_IMODE(src_st.st_mode)
+        if copy.st_uid != src_st.st_uid:
+            mode &= ~stat.S_ISUID
+        if copy.st_gid != src_st.st_gid:
+            mode &= ~stat.S_ISGID
+        return mode
 
     def _into_place(self) -> bool:
         """Give the finished copy its final name; False when ``-n`` finds the name taken.

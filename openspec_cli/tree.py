@@ -31,19 +31,35 @@ def _copy_link(step: Step, options: CopyOptions) -> None:
 
 
 def prepare_tree(
-    steps: list[Step], options: CopyOptions, made_root: Callable[[], None] | None = None
-) -> list[Step]:
-    """Make the directories and symlinks of a plan; return the file steps left to copy.
+    steps: list[Step],
+    options: CopyOptions,
+    made_root: Callable[[], None] | None = None,
+    ours: bool = False,
+) -> tuple[list[Step], list[Step]]:
+    """Make the directories and symlinks of a plan; return the file steps left to copy and the
+    directories that are the copy's own (see :func:`finish_tree`).
 
     ``made_root`` is called as soon as the first directory (the tree's root) exists: a tree
     copy marks it then, so that an interrupt among thousands of directories still leaves a
-    copy that running it again continues.
+    copy that running it again continues. ``ours``: the root is this copy's (an earlier run of
+    it made it), so every directory in it is too.
+
+    A new directory starts private (0700) and gets its source's mode at the end, as cp does:
+    a 0700 source folder is never readable by others while its files are being copied in.
     """
     files: list[Step] = []
+    made: list[Step] = []
     for step in steps:
         try:
             if step.kind == "dir":
-                os.makedirs(step.dest, exist_ok=True)
+                try:
+                    os.mkdir(step.dest, 0o700)
+                    made.append(step)
+                except FileExistsError:
+                    if not os.path.isdir(step.dest):
+                        raise
+                    if ours:
+                        made.append(step)
                 if made_root is not None:
                     made_root()
                     made_root = None
@@ -53,14 +69,14 @@ def prepare_tree(
                 files.append(step)
         except OSError as err:
             raise from_os_error(err, step.source, step.dest) from err
-    return files
+    return files, made
 
 
-def finish_tree(steps: list[Step]) -> None:
-    """Give copied directories their source's mode and mtime, once their contents are in."""
-    for step in reversed(steps):
-        if step.kind != "dir":
-            continue
+def finish_tree(made: list[Step]) -> None:
+    """Give the directories the copy made their source's mode and mtime, once their contents
+    are in. Folders that were there already are the user's, as with cp -r: copying
+    ``src/.`` into a home directory must not give it the mode of ``src``."""
+    for step in reversed(made):
         with contextlib.suppress(OSError):
             st = os.stat(step.source)
             os.chmod(step.dest, stat.S_IMODE(st.st_mode))

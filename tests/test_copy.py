@@ -8,7 +8,7 @@ import re
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from conftest import (
     assert_one_error_line,
     assert_refused,
     invoke,
+    kill_quietly,
     partial_bytes,
     partials,
     random_bytes,
@@ -35,7 +36,8 @@ from conftest import (
 )
 from typer.testing import CliRunner
 
-from openspec_cli import transfer
+from openspec_cli import api, transfer
+from openspec_cli.engine import NullObserver, StreamStats
 
 USAGE = 2
 IO_ERROR = 3
@@ -240,6 +242,47 @@ def test_recursive_copy_into_existing_directory(runner: CliRunner, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["src"]
     assert_same_tree(tmp_path / "src", tmp_path / "backup" / "src")
+
+
+def test_a_tree_copy_leaves_folders_that_were_there_alone(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """As cp -r: copying ``src/.`` into a home directory must not give it src's mode."""
+    src, home = tmp_path / "src", tmp_path / "home"
+    (src / "sub").mkdir(parents=True)
+    (src / "new").mkdir()
+    write_random(src / "sub" / "f", 10)
+    for folder, mode in ((src, 0o777), (src / "sub", 0o700), (src / "new", 0o710)):
+        folder.chmod(mode)
+        os.utime(folder, ns=(1_000_000_000, 1_000_000_000))
+    (home / "sub").mkdir(parents=True)
+    home.chmod(0o750)
+    (home / "sub").chmod(0o755)
+
+    result = invoke(runner, ["copy", "-r", f"{src}/.", str(home)])
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(home.stat().st_mode) == 0o750
+    assert stat.S_IMODE((home / "sub").stat().st_mode) == 0o755
+    made = (home / "new").stat()  # a folder the copy made takes its source's
+    assert (stat.S_IMODE(made.st_mode), made.st_mtime_ns) == (0o710, 1_000_000_000)
+
+
+def test_a_new_folder_stays_private_until_its_files_are_in(tmp_path: Path) -> None:
+    """A 0700 source folder is not readable by others while its files are copied in."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "secret").mkdir(parents=True, mode=0o700)
+    write_random(src / "secret" / "key", 10)
+    seen: list[int] = []
+
+    class Look(NullObserver):
+        def stream_started(self, stats: StreamStats) -> None:
+            seen.append(stat.S_IMODE((out / "secret").stat().st_mode))
+
+    api.copy(str(src), str(out), recursive=True, observer=Look())
+
+    assert seen == [0o700]
+    assert stat.S_IMODE((out / "secret").stat().st_mode) == 0o700
 
 
 def test_dot_source_copies_the_contents_into_an_existing_directory(
@@ -487,6 +530,53 @@ def test_copying_a_directory_into_itself_is_refused(
     assert "itself" in line
 
 
+def test_a_tree_of_hard_links_to_the_source_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    """cp -al made ``links``; copying the source onto it would rewrite each file onto itself
+    and split the links."""
+    make_tree(tmp_path / "src")
+    subprocess.run(["cp", "-al", str(tmp_path / "src"), str(tmp_path / "links")], check=True)
+    before = snapshot(tmp_path)
+
+    result = invoke(runner, ["copy", "-r", f"{tmp_path / 'src'}/.", str(tmp_path / "links")])
+
+    assert "are the same file" in assert_refused(result, USAGE, tmp_path, before, "links")
+
+
+@pytest.fixture
+def bind_mount_of_src(tmp_path: Path) -> Iterator[Path]:
+    """``bound``: the directory ``src`` again, through a bind mount (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    make_tree(tmp_path / "src")
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    if subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(bound)]).returncode:
+        pytest.skip("this machine does not allow bind mounts")
+    try:
+        yield bound
+    finally:
+        subprocess.run(["umount", str(bound)], check=True)
+
+
+@pytest.mark.parametrize("onto", ["into", "contents"])
+def test_a_bind_mount_of_the_source_is_seen_through(
+    runner: CliRunner, tmp_path: Path, bind_mount_of_src: Path, onto: str
+) -> None:
+    src = tmp_path / "src"
+    before = snapshot(src)
+    args = (
+        [str(src), f"{bind_mount_of_src}/"]
+        if onto == "into"
+        else [f"{src}/.", str(bind_mount_of_src)]
+    )
+
+    result = invoke(runner, ["copy", "-r", *args])
+
+    assert result.exit_code == USAGE, result.stderr
+    assert "into itself" in result.stderr
+    assert snapshot(src) == before
+
+
 @pytest.mark.parametrize("how", ["same path", "hard link", "symlink as dest", "symlink as src"])
 def test_same_file_is_refused_and_untouched(runner: CliRunner, tmp_path: Path, how: str) -> None:
     data = write_random(tmp_path / "data", MIB + 1)
@@ -722,6 +812,69 @@ def test_unreadable_file_inside_a_tree_is_refused(
     assert_refused(result, USAGE, tmp_path, before, "big.bin")
 
 
+@pytest.mark.parametrize("inside_tree", [False, True])
+def test_a_write_protected_destination_is_not_replaced(
+    tmp_path: Path, permission_checked: Callable[[], object] | None, inside_tree: bool
+) -> None:
+    """cp opens the file it overwrites and is refused; a rename needs only the folder."""
+    (tmp_path / "src").mkdir()
+    write_random(tmp_path / "src" / "a", 10)
+    (tmp_path / "out" / "src").mkdir(parents=True)
+    protected = tmp_path / "out" / "src" / "a"
+    protected.write_bytes(b"keep me")
+    protected.chmod(0o444)
+    before = snapshot(tmp_path)
+    args = ["-r", "src", "out"] if inside_tree else ["src/a", "out/src/a"]
+
+    result = run_openspec(["copy", *args], cwd=tmp_path, preexec_fn=permission_checked)
+
+    line = assert_refused(result, USAGE, tmp_path, before, "out/src/a")
+    assert "cannot overwrite" in line
+    assert "Permission denied" in line
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+
+
+@ROOT_ONLY
+def test_a_setuid_file_of_another_user_is_not_made_setuid_for_us(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """The copy belongs to whoever copies; a set-id bit would now run as them (cp -p's rule)."""
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    for path in (theirs, ours):
+        write_random(path, 100)
+    os.chown(theirs, 65534, 65534)
+    for path in (theirs, ours):
+        path.chmod(0o6755)
+
+    for path in (theirs, ours):
+        result = invoke(runner, ["copy", str(path), str(tmp_path / f"{path.name}.copy")])
+        assert result.exit_code == 0, result.stderr
+
+    theirs_copy = (tmp_path / "theirs.copy").stat()
+    assert (theirs_copy.st_uid, stat.S_IMODE(theirs_copy.st_mode)) == (0, 0o755)
+    assert stat.S_IMODE((tmp_path / "ours.copy").stat().st_mode) == 0o6755
+
+
+@ROOT_ONLY
+def test_a_replaced_file_keeps_its_owner(runner: CliRunner, tmp_path: Path) -> None:
+    """cp writes into the file it overwrites, so its owner stays: a service's file replaced by
+    root must stay the service's."""
+    data = write_random(tmp_path / "new", 100)
+    (tmp_path / "new").chmod(0o640)
+    served = tmp_path / "served.conf"
+    served.write_bytes(b"old")
+    os.chown(served, 65534, 65534)
+
+    result = invoke(runner, ["copy", str(tmp_path / "new"), str(served)])
+
+    assert result.exit_code == 0, result.stderr
+    st = served.stat()
+    assert served.read_bytes() == data
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
+
+
 def test_unwritable_destination_directory_is_refused(
     tmp_path: Path, permission_checked: Callable[[], object] | None
 ) -> None:
@@ -874,19 +1027,43 @@ def test_a_failed_final_rename_keeps_the_whole_copy_for_resume(
     assert partials(tmp_path) == []
 
 
-def test_an_immutable_destination_is_replaced_by_resume_once_it_is_not(tmp_path: Path) -> None:
+def chattr(flag: str, path: Path) -> bool:
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+def test_an_immutable_destination_is_refused_before_the_copy(tmp_path: Path) -> None:
+    """As cp: a file nobody may write is not replaced, with the reason the system gives."""
+    write_random(tmp_path / "src", 10)
+    (tmp_path / "dest").write_bytes(b"old")
+    if not chattr("+i", tmp_path / "dest"):
+        pytest.skip("chattr +i is not possible here (not root, or the filesystem has no flags)")
+    try:
+        before = snapshot(tmp_path)
+        result = run_openspec(["copy", "src", "dest"], cwd=tmp_path)
+        line = assert_refused(result, USAGE, tmp_path, before, "dest")
+    finally:
+        chattr("-i", tmp_path / "dest")
+    assert "Operation not permitted" in line
+
+
+def test_a_destination_made_immutable_meanwhile_is_replaced_by_resume_once_it_is_not(
+    tmp_path: Path,
+) -> None:
     """The failed rename's advice works: chattr -i moves the file's ctime, which is no write."""
     data = write_random(tmp_path / "src", 3 * MIB)
     (tmp_path / "dest").write_bytes(b"old")
-    if subprocess.run(["chattr", "+i", str(tmp_path / "dest")], capture_output=True).returncode:
-        pytest.skip("chattr +i is not possible here (not root, or the filesystem has no flags)")
+    proc = start_openspec(["copy", "--limit-rate", "4M", "src", "dest"], cwd=tmp_path)
     try:
-        failed = run_openspec(["copy", "src", "dest"], cwd=tmp_path)
+        wait_for(lambda: bool(partials(tmp_path)), what="the copy to start")
+        if not chattr("+i", tmp_path / "dest"):
+            pytest.skip("chattr +i is not possible here (not root, or the filesystem has no flags)")
+        _, err = proc.communicate(timeout=30)
     finally:
-        subprocess.run(["chattr", "-i", str(tmp_path / "dest")], check=True)
-    tid = re.search(r"then run: openspec resume (\w+)$", failed.stderr.decode().strip())
-    assert failed.returncode == IO_ERROR
-    assert tid is not None, failed.stderr
+        kill_quietly(proc)
+        chattr("-i", tmp_path / "dest")
+    tid = re.search(r"then run: openspec resume (\w+)$", err.decode().strip())
+    assert proc.returncode == IO_ERROR
+    assert tid is not None, err
 
     done = run_openspec(["resume", "--json", tid.group(1)], cwd=tmp_path)
 

@@ -11,6 +11,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -722,19 +723,19 @@ def test_an_interrupt_while_making_directories_still_leaves_a_copy_to_continue(
     copy again must continue into NEW, not start NEW/src."""
     data = make_source_tree(tmp_path / "src")
     for i in range(5):
-        (tmp_path / "src" / f"dir{i}").mkdir()
+        (tmp_path / "src" / f"dir{i}").mkdir(mode=0o750)
     src, backup = tmp_path / "src", tmp_path / "backup"
-    real_makedirs = os.makedirs
+    real_mkdir = os.mkdir
     made: list[str] = []
 
-    def makedirs_then_ctrl_c(path: str, *args: object, **kwargs: object) -> None:
-        real_makedirs(path, *args, **kwargs)  # type: ignore[arg-type]
+    def mkdir_then_ctrl_c(path: str, *args: object, **kwargs: object) -> None:
+        real_mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
         if str(path).startswith(str(backup)):
             made.append(str(path))
             if len(made) == 3:  # the root and one directory in it are there
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "makedirs", makedirs_then_ctrl_c)
+    monkeypatch.setattr(os, "mkdir", mkdir_then_ctrl_c)
     with pytest.raises(Interrupted, match="run the same copy again"):
         api.copy(str(src), str(backup), recursive=True)
     monkeypatch.undo()
@@ -747,6 +748,8 @@ def test_an_interrupt_while_making_directories_still_leaves_a_copy_to_continue(
     assert sorted(p.name for p in backup.iterdir() if p.name.startswith("dir")) == [
         f"dir{i}" for i in range(5)
     ]
+    # Those the stopped run made are this copy's too: they get their source's mode.
+    assert {stat.S_IMODE((backup / f"dir{i}").stat().st_mode) for i in range(5)} == {0o750}
     assert not list(backup.glob(".openspec-tree.*"))
 
 
