@@ -542,6 +542,13 @@ class Transfer:
         immutable file, a directory made meanwhile), the whole copy is kept for ``resume``.
         """
         cp = self.cp
+        with contextlib.suppress(FileNotFoundError):  # gone: the rename says so
+            if not os.path.samestat(os.lstat(cp.partial), os.fstat(self.out_fd)):
+                ckpt.delete(cp.id)  # that name is no longer ours to resume into
+                raise TransferIOError(
+                    f"'{cp.partial}' was replaced by something else while it was being "
+                    f"copied into; not renaming that to '{cp.dest}'"
+                )
         try:
             if not self.options.no_clobber:
                 os.replace(cp.partial, cp.dest)
@@ -697,11 +704,24 @@ def _reopen(cp: Checkpoint, options: CopyOptions, observer: Observer) -> Transfe
             f"{exc.message}; start over with: openspec resume --restart {cp.id}"
         ) from None
     try:
-        out_fd = os.open(cp.partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        out_fd = os.open(cp.partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as err:  # named as the user knows it (the destination's folder is gone)
         os.close(src_fd)
+        if err.errno == errno.ELOOP:
+            raise _not_our_partial(cp, "a symbolic link") from err
         kind = type(from_os_error(err, cp.dest))
         raise kind(f"cannot create regular file '{cp.dest}': {describe_os_error(err)}") from err
+    st = os.fstat(out_fd)
+    strange = (
+        "not a regular file" if not stat.S_ISREG(st.st_mode)
+        else "a file with other hard links" if st.st_nlink > 1
+        else "someone else's file" if st.st_uid != os.geteuid()
+        else ""
+    )  # fmt: skip
+    if strange:
+        for fd in (src_fd, out_fd):
+            os.close(fd)
+        raise _not_our_partial(cp, strange)
     if not ckpt.try_lock(out_fd):
         for fd in (src_fd, out_fd):
             os.close(fd)
@@ -727,6 +747,15 @@ def _reopen(cp: Checkpoint, options: CopyOptions, observer: Observer) -> Transfe
             os.close(fd)
         raise TransferIOError(f"'{cp.partial}': {describe_os_error(err)}") from err
     return Transfer(cp, options, observer, src_fd, out_fd, hasher, offset)
+
+
+def _not_our_partial(cp: Checkpoint, what: str) -> ckpt.CheckpointError:
+    """Something else sits where the partial file was: writing through it would overwrite a
+    file outside the copy (a symlink's target, a hard link's other names)."""
+    return ckpt.CheckpointError(
+        f"'{cp.partial}' is {what}, not the partial file of transfer {cp.id}; not writing "
+        f"through it. Start over with: openspec resume --restart {cp.id}"
+    )
 
 
 def _options_for(cp: Checkpoint, base: CopyOptions) -> CopyOptions:

@@ -155,6 +155,56 @@ def test_sigterm_exits_143_and_keeps_the_checkpoint(tmp_path: Path, env: dict[st
     assert dst.read_bytes() == data
 
 
+@pytest.mark.parametrize("planted", ["symlink", "hard link"])
+def test_resume_never_writes_through_something_planted_at_the_partial(
+    tmp_path: Path, env: dict[str, str], planted: str
+) -> None:
+    """A symlink or hard link put where the partial was would have been truncated and
+    overwritten (and the symlink renamed to the destination)."""
+    src, dst, _, tid = interrupt(tmp_path, env)
+    (part,) = partials(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    part.unlink()
+    if planted == "symlink":
+        part.symlink_to(victim)
+    else:
+        os.link(victim, part)
+
+    for again in (["resume", tid], ["copy", str(src), str(dst)]):
+        proc = openspec(*again, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert f"not the partial file of transfer {tid}" in proc.stderr
+        assert f"openspec resume --restart {tid}" in proc.stderr
+    assert victim.read_bytes() == b"precious"
+    assert not dst.exists()
+
+    openspec("resume", "--restart", tid, env=env, check=True)
+    assert victim.read_bytes() == b"precious"
+    assert dst.read_bytes() == src.read_bytes()
+    assert not dst.is_symlink()
+
+
+def test_a_partial_swapped_for_a_symlink_mid_copy_is_not_renamed_into_place(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    make_source(src, 4 << 20)
+    proc = start("copy", "--limit-rate", "4M", str(src), str(dst), env=env)
+    wait_for_progress(env, 1 << 20, proc)
+    (part,) = partials(tmp_path)
+    (tmp_path / "victim").write_bytes(b"precious")
+    (tmp_path / "link").symlink_to(tmp_path / "victim")
+    os.replace(tmp_path / "link", part)
+
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 3, err
+    assert "was replaced by something else" in err
+    assert not dst.exists()
+    assert (tmp_path / "victim").read_bytes() == b"precious"
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_kill_9_at_any_moment_then_resume_is_byte_identical(
     tmp_path: Path, env: dict[str, str], seed: int
