@@ -93,7 +93,9 @@ def copy(
         if journal is not None and not report.errors:
             journal.finish()
             if not new_tree:  # a run that finishes an interrupted one tidies up after it
-                _tidy_after(steps, sums, report, started)
+                _tidy_after(steps, report, started)
+        if sums is not None:  # reused files too: the run that last wrote one is the newest line
+            keep_last_sum_lines(sums, report.files)
     except (Interrupted, KeyboardInterrupt) as exc:
         if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
             raise  # its own hint: openspec resume ID
@@ -115,14 +117,11 @@ def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step
     return lambda step: journal.already(step.source, step.dest) is not None
 
 
-def _tidy_after(steps: list[plan.Step], sums: str | None, report: CopyReport, since: float) -> None:
-    """Partial files a kill -9 left (small files have no checkpoint to find them by), and
-    older sum lines of files copied again (by this run or an interrupted one between)."""
+def _tidy_after(steps: list[plan.Step], report: CopyReport, since: float) -> None:
+    """Partial files a kill -9 left (small files have no checkpoint to find them by)."""
     dirs = {os.path.dirname(os.path.abspath(s.dest)) for s in steps if s.kind == "file"}
     for path in checkpoint.orphan_partials(dirs, before=since):
         remove_keeping_dir_times(path)
-    if sums is not None:  # reused files too: the run that last wrote one is the newest line
-        keep_last_sum_lines(sums, report.files)
 
 
 def resume(

@@ -644,6 +644,28 @@ def test_fifo_source_is_refused_without_hanging(tmp_path: Path) -> None:
     assert "FIFO" in assert_refused(tree, USAGE, tmp_path, before, "tree/fifo")
 
 
+def test_copying_again_keeps_one_sum_line_per_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file copied again has a new digest: its older line would fail ``xxh128sum -c``."""
+    monkeypatch.chdir(tmp_path)
+    write_random(Path("a"), 100, seed=1)
+    write_random(Path("b"), 100, seed=2)
+    Path("out").mkdir()
+    Path("SUMS").write_text("0123456789abcdef0123456789abcdef  elsewhere\n")
+    for seed in (3, 4):
+        result = invoke(runner, ["copy", "--sums", "SUMS", "a", "b", "out"])
+        assert result.exit_code == 0, result.stderr
+        write_random(Path("a"), 100, seed=seed)
+
+    lines = Path("SUMS").read_text().splitlines()
+    assert lines[0].endswith("  elsewhere")  # not ours to touch
+    assert sorted(line.split("  ")[1] for line in lines[1:]) == ["out/a", "out/b"]
+    check = subprocess.run(["xxh128sum", "-c", "-"], input="\n".join(lines[1:]).encode(),
+                           capture_output=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check
+
+
 @pytest.mark.parametrize("where", ["missing/SUMS", "."])
 def test_unwritable_sums_file_is_refused_before_copying(
     runner: CliRunner, tmp_path: Path, where: str
