@@ -135,6 +135,15 @@ def main() -> None:
     if argv in (["--version"], ["-V"]):
         _print_version()
         return
+    try:
+        _dispatch(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting (imports, parsing): no traceback
+        sys.stderr.write("openspec: interrupted\n")
+        raise SystemExit(130) from None  # ExitCode.INTERRUPTED, without importing errors
+
+
+def _dispatch(argv: list[str]) -> None:
+    """Run the command; once it runs, its own handler turns a Ctrl-C into its message."""
     parsed = None if COMPLETION_VARIABLE in os.environ else parse(argv)
     if parsed is None:
         from openspec_cli import cli
@@ -142,10 +151,7 @@ def main() -> None:
         cli.main()
         return
     name, values, debug = parsed
-    try:
-        from openspec_cli import commands
-    except KeyboardInterrupt:  # Ctrl-C while starting: no traceback (commands handle it later)
-        sys.stderr.write("openspec: interrupted\n")
-        raise SystemExit(130) from None  # ExitCode.INTERRUPTED, without importing errors
+    from openspec_cli import commands
+
     commands.settings.debug = debug
     getattr(commands, name)(**values)

@@ -232,23 +232,37 @@ def test_a_usage_mistake_points_to_the_help_that_covers_it(
 
 
 class _InterruptingFinder:
-    """Raises KeyboardInterrupt when openspec_cli.commands is imported: a Ctrl-C at start-up."""
+    """Raises KeyboardInterrupt when ``module`` is imported: a Ctrl-C at start-up."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
 
     def find_spec(self, name: str, path: object, target: object = None) -> None:
-        if name == "openspec_cli.commands":
+        if name == self.module:
             raise KeyboardInterrupt
         return None
 
 
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("openspec_cli.commands", ["verify", "f"]),  # the fast path
+        ("openspec_cli.api", ["copy", "a", "b"]),  # a command's own imports
+        ("openspec_cli.cli", ["resume"]),  # the Typer app
+    ],
+)
 def test_ctrl_c_while_starting_is_one_line_and_130(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    module: str,
+    argv: list[str],
 ) -> None:
     import openspec_cli
 
-    monkeypatch.delitem(sys.modules, "openspec_cli.commands")
-    monkeypatch.delattr(openspec_cli, "commands")
-    monkeypatch.setattr(sys, "meta_path", [_InterruptingFinder(), *sys.meta_path])
-    monkeypatch.setattr(sys, "argv", ["openspec", "verify", "f"])
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.delattr(openspec_cli, module.rpartition(".")[2], raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptingFinder(module), *sys.meta_path])
+    monkeypatch.setattr(sys, "argv", ["openspec", *argv])
     with pytest.raises(SystemExit) as exited:
         launch.main()
     assert exited.value.code == 130
