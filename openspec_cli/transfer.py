@@ -601,15 +601,23 @@ def rename_no_replace(src: str, dest: str) -> bool:
 def _check_unchanged(cp: Checkpoint, fd: int, copied: int) -> None:
     """Refuse to finish a copy whose source was modified while we read it.
 
-    A size of 0 says nothing for files in /proc and /sys, which have content all the same:
-    there, as cp does, what was read is the copy (any other change still refuses it)."""
+    The length of a file in /proc (0) or /sys (a page) says nothing of its content: there, as
+    cp does, what was read is the copy (any other change still refuses it)."""
     changes = cp.source.differences(os.fstat(fd))
-    if copied != cp.size and cp.size != 0 and not changes:
+    if copied != cp.size and cp.size != 0 and not changes and not _on_pseudo_filesystem(fd):
         changes = [f"read {copied} of {cp.size} bytes"]
     if changes:
         raise SourceChangedError(
             f"'{cp.source.path}' changed while it was being copied ({', '.join(changes)})"
         )
+
+
+def _on_pseudo_filesystem(fd: int) -> bool:
+    """proc, sysfs and their kind report no blocks at all."""
+    try:
+        return os.fstatvfs(fd).f_blocks == 0
+    except OSError:
+        return False
 
 
 def _open_source(cp: Checkpoint) -> int:

@@ -1053,6 +1053,30 @@ def chattr(flag: str, path: Path) -> bool:
     return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
 
 
+def _steady_sysfs_attribute() -> Path | None:
+    """A readable file in /sys whose content is shorter than its length and does not change."""
+    for path in sorted(Path("/sys/kernel/mm").rglob("*")):
+        try:
+            first = path.read_bytes()
+            if 0 < len(first) < path.stat().st_size and path.read_bytes() == first:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def test_a_sysfs_file_is_copied_as_read(runner: CliRunner, tmp_path: Path) -> None:
+    """Its length is a page whatever it holds; cp copies what it reads."""
+    src = _steady_sysfs_attribute()
+    if src is None:
+        pytest.skip("no readable sysfs attribute on this machine")
+
+    result = invoke(runner, ["copy", str(src), str(tmp_path / "copy")])
+
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "copy").read_bytes() == src.read_bytes()
+
+
 def test_an_immutable_destination_is_refused_before_the_copy(tmp_path: Path) -> None:
     """As cp: a file nobody may write is not replaced, with the reason the system gives."""
     write_random(tmp_path / "src", 10)
