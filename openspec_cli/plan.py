@@ -176,9 +176,7 @@ def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bo
     target_st = _lstat(target)
     if target_st is not None:
         _check_replaceable(src, target, target_st, no_clobber)
-        with contextlib.suppress(OSError):
-            if os.path.samestat(st, os.stat(target)):
-                raise UsageError(f"'{src}' and '{target}' are the same file")
+        _refuse_same_file(src, st, target)
     reason = _missing_parent(target)
     if reason:
         raise UsageError(f"cannot create regular file '{target}': {reason}")
@@ -187,6 +185,14 @@ def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bo
         raise UsageError(f"cannot create regular file '{target}': {reason}")
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
+
+
+def _refuse_same_file(src: str, st: os.stat_result, target: str) -> None:
+    """Copying a file onto itself, whatever the spelling, would truncate it (cp refuses too)."""
+    with contextlib.suppress(OSError):
+        same = os.path.samestat(st, os.stat(target))
+        if same:
+            raise UsageError(f"'{src}' and '{target}' are the same file")
 
 
 def _check_replaceable(
@@ -266,11 +272,7 @@ def _check_file_target_in_tree(
     target_st = _lstat(target)
     if target_st is not None:
         _check_replaceable(src, target, target_st, no_clobber)
-        with contextlib.suppress(OSError):  # a hard link or a bind mount of the source tree
-            if not no_clobber and os.path.samestat(
-                st, os.stat(target) if stat.S_ISLNK(target_st.st_mode) else target_st
-            ):
-                raise UsageError(f"'{src}' and '{target}' are the same file")
+        _refuse_same_file(src, st, target)  # in a tree: hard links, a bind mount of it
     if not os.access(src, os.R_OK):
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 
