@@ -45,6 +45,9 @@ class Settings:
     debug: bool = False
     #: ``--progress json``: stderr is NDJSON, so messages go out as events too.
     json_stderr: bool = False
+    #: This process is the command line's own (it exits after one command), not a caller's
+    #: (tests, which need their signal handlers back).
+    owns_process: bool = False
 
 
 settings = Settings()
@@ -102,23 +105,42 @@ def handled(progress_mode: str = "auto") -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
+        _settled()
     except (BrokenPipe, BrokenPipeError):
         _silence_stdout()
+        _settled()
         raise SystemExit(ExitCode.BROKEN_PIPE) from None
     except (OpenspecError, Interrupted) as err:
+        _settled()
         _print_traceback()
         say(err.message)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
+        _settled()
         say("interrupted")
         raise SystemExit(ExitCode.INTERRUPTED) from None
     except OSError as err:  # unexpected I/O failure: still one line, with the path if known
+        _settled()
         _print_traceback()
         where = f"'{err.filename}': " if err.filename else ""
         say(f"{where}{err.strerror or err}")
         raise SystemExit(ExitCode.IO_ERROR) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not settings.owns_process:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _settled() -> None:
+    """The outcome is decided: from here, a second Ctrl-C or SIGTERM (or one during exit) must
+    not turn it into a death by signal or a traceback, which reported a finished tree copy as
+    killed. Standard output is flushed first, while a Ctrl-C can still end a stalled pipe."""
+    if not settings.owns_process:
+        return
+    with contextlib.suppress(Exception):
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------- option values

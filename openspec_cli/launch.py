@@ -145,13 +145,14 @@ def main() -> None:
 def _dispatch(argv: list[str]) -> None:
     """Run the command; once it runs, its own handler turns a Ctrl-C into its message."""
     parsed = None if COMPLETION_VARIABLE in os.environ else parse(argv)
+    from openspec_cli import commands
+
+    commands.settings.owns_process = True
     if parsed is None:
         from openspec_cli import cli
 
         cli.main()
         return
     name, values, debug = parsed
-    from openspec_cli import commands
-
     commands.settings.debug = debug
     getattr(commands, name)(**values)

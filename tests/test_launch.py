@@ -258,7 +258,9 @@ def test_ctrl_c_while_starting_is_one_line_and_130(
     argv: list[str],
 ) -> None:
     import openspec_cli
+    from openspec_cli import commands
 
+    monkeypatch.setattr(commands.settings, "owns_process", False)  # launch sets it: put back
     monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.delattr(openspec_cli, module.rpartition(".")[2], raising=False)
     monkeypatch.setattr(sys, "meta_path", [_InterruptingFinder(module), *sys.meta_path])

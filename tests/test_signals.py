@@ -76,6 +76,32 @@ def test_signal_mid_copy_stops_cleanly(
 
 
 @SIGNALS
+@pytest.mark.parametrize("gap", [0.001, 0.005, 0.02])
+def test_a_second_signal_does_not_change_the_outcome(
+    tmp_path: Path,
+    background: list[subprocess.Popen[bytes]],
+    signum: int,
+    code: int,
+    word: str,
+    gap: float,
+) -> None:
+    """An impatient second Ctrl-C (or a supervisor's second SIGTERM), arriving while the first
+    is handled or while the process exits, used to kill it by the signal (or print a
+    traceback); a finished copy was then reported as killed."""
+    proc = start_slow_copy(tmp_path, 3 * MIB, "1M", background)
+
+    proc.send_signal(signum)
+    time.sleep(gap)
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == code, err
+    assert b"Traceback" not in err
+    assert word in err.decode()
+
+
+@SIGNALS
 def test_signal_mid_copy_keeps_a_resumable_partial(
     tmp_path: Path,
     background: list[subprocess.Popen[bytes]],
