@@ -28,7 +28,7 @@ class Step(Record):
     def __init__(
         self, kind: str, source: str, dest: str, size: int = 0, allocated: int = 0
     ) -> None:
-        self.kind = kind  # "dir" | "file" | "link"
+        self.kind = kind  # "dir" | "file" | "link" | "special" (FIFO, socket, device)
         self.source = source
         self.dest = dest
         self.size = size
@@ -261,8 +261,23 @@ def _walk_tree(src: str, target: str, no_clobber: bool = False) -> Iterator[Step
             if stat.S_ISREG(st.st_mode):
                 _check_file_target_in_tree(child_src, st, child_dst, no_clobber)
                 yield Step.file(child_src, child_dst, st)
+            elif _made_anew(st.st_mode):
+                target_st = _lstat(child_dst)
+                if target_st is not None and stat.S_ISDIR(target_st.st_mode):
+                    raise UsageError(
+                        f"cannot overwrite directory '{child_dst}' with non-directory '{child_src}'"
+                    )
+                yield Step("special", child_src, child_dst)
             else:
                 raise UsageError(f"cannot copy '{child_src}': {kind_name(st.st_mode)}")
+
+
+def _made_anew(mode: int) -> bool:
+    """Inside a tree, as cp -r does, a FIFO or socket is made anew rather than read (there is
+    no file to read), and so is a device node when we may make one (root)."""
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    return (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and os.geteuid() == 0
 
 
 def _check_file_target_in_tree(

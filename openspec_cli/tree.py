@@ -30,14 +30,26 @@ def _copy_link(step: Step, options: CopyOptions) -> None:
     os.symlink(os.readlink(step.source), step.dest)
 
 
+def _make_special(step: Step, options: CopyOptions) -> None:
+    """A FIFO, socket or device node like the source's (see ``plan._made_anew``)."""
+    st = os.lstat(step.source)
+    if os.path.lexists(step.dest):
+        if options.no_clobber:
+            return
+        os.unlink(step.dest)
+    os.mknod(step.dest, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+    os.chmod(step.dest, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def prepare_tree(
     steps: list[Step],
     options: CopyOptions,
     made_root: Callable[[], None] | None = None,
     ours: bool = False,
 ) -> tuple[list[Step], list[Step]]:
-    """Make the directories and symlinks of a plan; return the file steps left to copy and the
-    directories that are the copy's own (see :func:`finish_tree`).
+    """Make the directories, symlinks and special files of a plan; return the file steps left
+    to copy and the directories that are the copy's own (see :func:`finish_tree`).
 
     ``made_root`` is called as soon as the first directory (the tree's root) exists: a tree
     copy marks it then, so that an interrupt among thousands of directories still leaves a
@@ -65,6 +77,8 @@ def prepare_tree(
                     made_root = None
             elif step.kind == "link":
                 _copy_link(step, options)
+            elif step.kind == "special":
+                _make_special(step, options)
             else:
                 files.append(step)
         except OSError as err:

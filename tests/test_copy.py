@@ -633,15 +633,38 @@ def test_missing_source_among_several_copies_nothing(runner: CliRunner, tmp_path
 
 def test_fifo_source_is_refused_without_hanging(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "tree").mkdir()
-    os.mkfifo(tmp_path / "tree" / "fifo")
     before = snapshot(tmp_path)
 
     single = run_openspec(["copy", "fifo", "out"], cwd=tmp_path, timeout=15)
-    tree = run_openspec(["copy", "-r", "tree", "tree-copy"], cwd=tmp_path, timeout=15)
 
     assert "FIFO" in assert_refused(single, USAGE, tmp_path, before, "fifo")
-    assert "FIFO" in assert_refused(tree, USAGE, tmp_path, before, "tree/fifo")
+
+
+def test_special_files_in_a_tree_are_made_anew_like_cp(tmp_path: Path) -> None:
+    """One FIFO or socket in a home directory refused the whole tree; cp -r makes them anew
+    (and devices, as root), without reading them."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = write_random(tree / "file", 100)
+    os.mkfifo(tree / "fifo", 0o640)
+    os.mknod(tree / "socket", 0o600 | stat.S_IFSOCK)
+    if os.geteuid() == 0:
+        os.mknod(tree / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.utime(tree / "fifo", ns=(1_000_000_000, 1_000_000_000))
+
+    done = run_openspec(["copy", "-r", "tree", "copy"], cwd=tmp_path, timeout=15)
+
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / "copy"
+    assert (copy / "file").read_bytes() == data
+    fifo = (copy / "fifo").lstat()
+    assert stat.S_ISFIFO(fifo.st_mode)
+    assert (stat.S_IMODE(fifo.st_mode), fifo.st_mtime_ns) == (0o640, 1_000_000_000)
+    assert stat.S_ISSOCK((copy / "socket").lstat().st_mode)
+    if os.geteuid() == 0:
+        null = (copy / "null").lstat()
+        assert stat.S_ISCHR(null.st_mode)
+        assert null.st_rdev == os.makedev(1, 3)
 
 
 def test_copying_again_keeps_one_sum_line_per_file(
