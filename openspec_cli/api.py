@@ -133,7 +133,7 @@ def resume(
 ) -> FileResult:
     """Finish an interrupted transfer from its last verified point (or from zero: ``restart``)."""
     options = CopyOptions(limiter=_limiter(limit_rate), restart=restart)
-    return transfer.resume(transfer_id, options, observer)
+    return transfer.resume(transfer_id, options, observer, plan.check_replaceable)
 
 
 def transfers() -> list[checkpoint.Checkpoint | checkpoint.BrokenCheckpoint]:

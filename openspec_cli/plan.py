@@ -187,6 +187,23 @@ def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bo
         raise UsageError(f"cannot open '{src}' for reading: Permission denied")
 
 
+def check_replaceable(src: str, target: str, no_clobber: bool = False) -> None:
+    """Planning's checks of an existing destination, for a transfer started over later
+    (``resume --restart``): it must not replace what a new copy would refuse to."""
+    target_st = _lstat(target)
+    if target_st is not None:
+        _check_replaceable(src, target, target_st, no_clobber)
+
+
+def _user_name(uid: int) -> str:
+    import pwd  # here: only a refusal needs it
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
+
+
 def _refuse_same_file(src: str, st: os.stat_result, target: str) -> None:
     """Copying a file onto itself, whatever the spelling, would truncate it (cp refuses too)."""
     with contextlib.suppress(OSError):
@@ -219,6 +236,13 @@ def _check_replaceable(
             os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError as err:
             raise UsageError(f"cannot overwrite '{target}': {describe_os_error(err)}") from err
+    if stat.S_ISREG(mode) and target_st.st_uid != os.geteuid() != 0:
+        # We may write it (group, ACL), but the copy renamed over it would be ours, with the
+        # source's mode: its owner could lose it. cp writes into it instead.
+        raise UsageError(
+            f"not replacing '{target}': it belongs to {_user_name(target_st.st_uid)}, and "
+            f"the copy would be yours (to write into it: openspec cat '{src}' > '{target}')"
+        )
 
 
 def check_sums_file(path: str) -> None:

@@ -516,16 +516,20 @@ class Transfer:
         file, keeping it: a service's config replaced by root stays readable to the service);
         return the mode to set, the source's less any set-id bit whose owner differs now.
 
-        A setuid file of another user copied by root would otherwise be a setuid-root file.
+        Only the file that was there when the copy started counts (same inode, untouched since):
+        one made at the name meanwhile, by someone who may write the folder, must not get the
+        copy. A setuid file of another user copied by root would otherwise be setuid-root.
         """
-        with contextlib.suppress(OSError):
-            old = os.lstat(self.cp.dest)
-            if stat.S_ISREG(old.st_mode):
+        replaces = self.cp.options.get("replaces")
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            ino, ctime_ns, uid, gid = replaces  # type: ignore[misc]
+            now = os.lstat(self.cp.dest)
+            if stat.S_ISREG(now.st_mode) and [now.st_ino, now.st_ctime_ns] == [ino, ctime_ns]:
                 try:
-                    os.fchown(self.out_fd, old.st_uid, old.st_gid)
+                    os.fchown(self.out_fd, uid, gid)
                 except PermissionError:  # not root: the group, if we are in it
                     with contextlib.suppress(PermissionError):
-                        os.fchown(self.out_fd, -1, old.st_gid)
+                        os.fchown(self.out_fd, -1, gid)
         copy = os.fstat(self.out_fd)
         mode = stat.S_IMODE(src_st.st_mode)
         if copy.st_uid != src_st.st_uid:
@@ -676,6 +680,10 @@ def _start_open(
         owner=ckpt.Owner.current(),
         options=options.persistent(spelled),
     )
+    with contextlib.suppress(OSError):  # the file this copy will replace, for its owner
+        old = os.lstat(dest)
+        if stat.S_ISREG(old.st_mode):
+            cp.options["replaces"] = [old.st_ino, old.st_ctime_ns, old.st_uid, old.st_gid]
     if streamed:
         try:
             ckpt.save(cp)
@@ -783,9 +791,17 @@ def _options_for(cp: Checkpoint, base: CopyOptions) -> CopyOptions:
 
 
 def resume(
-    transfer_id: str, options: CopyOptions | None = None, observer: Observer | None = None
+    transfer_id: str,
+    options: CopyOptions | None = None,
+    observer: Observer | None = None,
+    check_dest: Callable[[str, str, bool], None] | None = None,
 ) -> FileResult:
-    """Continue transfer ``transfer_id`` (``restart`` in options: start it over)."""
+    """Continue transfer ``transfer_id`` (``restart`` in options: start it over).
+
+    ``check_dest(source, dest, no_clobber)``: what planning refuses of an existing destination
+    (someone else's file, a write-protected one), applied before starting over, which writes
+    a new copy as a fresh ``copy`` would.
+    """
     options = options or CopyOptions()
     cp = ckpt.load(transfer_id)
     opts = _options_for(cp, options)
@@ -795,6 +811,8 @@ def resume(
         discard(cp)
         return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
     if options.restart:
+        if check_dest is not None:
+            check_dest(cp.source.path, cp.dest, opts.no_clobber)
         discard(cp)
         again = _start(cp.source.path, cp.dest, opts, observer)
         again.cp.options["sums_name"] = cp.options.get("sums_name")
@@ -803,10 +821,12 @@ def resume(
         _refuse_newer_dest(cp)
         result = _reopen(cp, opts, observer).run()
     if opts.sums_path:
-        from openspec_cli.tree import append_sum_line
+        from openspec_cli.tree import append_sum_line, keep_last_sum_lines
 
         name = cp.options.get("sums_name")
-        append_sum_line(opts.sums_path, result.replace(dest=name) if name else result)
+        named = result.replace(dest=name) if name else result
+        append_sum_line(opts.sums_path, named)
+        keep_last_sum_lines(opts.sums_path, [named])
     return result
 
 

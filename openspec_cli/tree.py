@@ -7,6 +7,7 @@ these before and after it runs the file transfers.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import threading
@@ -118,52 +119,67 @@ def record_sum(options: CopyOptions, result: FileResult) -> None:
 
 
 def append_sum_line(sums_path: str, result: FileResult) -> None:
-    """Add ``result`` to a sum file in the format ``xxh128sum``/``sha256sum`` would write."""
+    """Add ``result`` to a sum file in the format ``xxh128sum``/``sha256sum`` would write.
+
+    Under the file's lock, which :func:`keep_last_sum_lines` holds while it edits the file:
+    another openspec run sharing the file must not append into the middle of that."""
     assert result.digest is not None
     line = hashing.format_sum_line(result.algo, result.digest, result.dest) + "\n"
     try:
         with open(sums_path, "a", encoding="utf-8", errors="surrogateescape") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             fh.write(line)
     except OSError as err:
         raise from_os_error(err, sums_path) from err
 
 
-def _sum_name(line: str) -> str | None:
-    """The name part of a GNU-style sum line, as this module writes them."""
+def _sum_key(line: str) -> tuple[str, int] | None:
+    """What a GNU-style sum line is about, as this module writes them: its name, and its
+    digest's length (so another tool's sha256sum line for the same file is not ours)."""
     head, sep, name = line.partition("  ")
-    return name if sep and head else None
+    return (name, len(head)) if sep and head else None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines ending at "\\n" only: a name may hold other characters str.splitlines splits at."""
+    pieces = text.split("\n")
+    return [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
 
 
 def keep_last_sum_lines(sums_path: str, written: list[FileResult]) -> None:
     """In a sum file a copy appended to across runs, keep one line per file it wrote: the
     newest. A file copied again (changed since, or cut short by a kill) otherwise keeps an
-    older line, and ``xxh128sum -c`` would fail it. Lines for other files stay as they are."""
-    names = {
-        _sum_name(hashing.format_sum_line(r.algo, r.digest, r.dest))
+    older line, and ``xxh128sum -c`` would fail it. Lines for other files stay as they are.
+
+    The file is edited where it is, under the lock appends take: through a symlink, keeping
+    its owner, mode and ACL, losing no line another run appends meanwhile, and with no
+    temporary name beside it that someone sharing the folder could plant first.
+    """
+    keys = {
+        _sum_key(hashing.format_sum_line(r.algo, r.digest, r.dest))
         for r in written
         if r.digest and not r.skipped
     }
     try:
-        with open(sums_path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            lines = fh.read().splitlines(keepends=True)
+        fd = os.open(sums_path, os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return
-    last = {_sum_name(line.rstrip("\n")): i for i, line in enumerate(lines)}
-    kept = [
-        line
-        for i, line in enumerate(lines)
-        if (name := _sum_name(line.rstrip("\n"))) not in names or last[name] == i
-    ]
-    if len(kept) == len(lines):
-        return
-    temp = f"{sums_path}.{os.getpid()}.tmp"
     try:
-        with open(temp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-            fh.writelines(kept)
-        with contextlib.suppress(OSError):
-            os.chmod(temp, stat.S_IMODE(os.stat(sums_path).st_mode))
-        os.replace(temp, sums_path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            lines = _lines(fh.read().decode("utf-8", "surrogateescape"))
+        last = {_sum_key(line.rstrip("\n")): i for i, line in enumerate(lines)}
+        kept = [
+            line
+            for i, line in enumerate(lines)
+            if (key := _sum_key(line.rstrip("\n"))) not in keys or last[key] == i
+        ]
+        if len(kept) == len(lines):
+            return
+        data = "".join(kept).encode("utf-8", "surrogateescape")
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
         raise from_os_error(err, sums_path) from err
+    finally:
+        os.close(fd)

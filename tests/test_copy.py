@@ -670,21 +670,28 @@ def test_special_files_in_a_tree_are_made_anew_like_cp(tmp_path: Path) -> None:
 def test_copying_again_keeps_one_sum_line_per_file(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file copied again has a new digest: its older line would fail ``xxh128sum -c``."""
+    """A file copied again has a new digest: its older line would fail ``xxh128sum -c``.
+    Other lines stay, also another tool's for the same file; the sum file is edited where it
+    is (a symlink to it stays one); a name with a form feed is one line, not two."""
     monkeypatch.chdir(tmp_path)
-    write_random(Path("a"), 100, seed=1)
-    write_random(Path("b"), 100, seed=2)
+    names = ["a", "b", "form\x0cfeed"]
+    for seed, name in enumerate(names):
+        write_random(Path(name), 100, seed=seed)
     Path("out").mkdir()
-    Path("SUMS").write_text("0123456789abcdef0123456789abcdef  elsewhere\n")
+    theirs = "ab" * 32 + "  out/a"  # a sha256sum line for the same copy
+    Path("REAL").write_text(f"0123456789abcdef0123456789abcdef  elsewhere\n{theirs}\n")
+    Path("SUMS").symlink_to("REAL")
     for seed in (3, 4):
-        result = invoke(runner, ["copy", "--sums", "SUMS", "a", "b", "out"])
+        result = invoke(runner, ["copy", "--sums", "SUMS", *names, "out"])
         assert result.exit_code == 0, result.stderr
         write_random(Path("a"), 100, seed=seed)
 
-    lines = Path("SUMS").read_text().splitlines()
-    assert lines[0].endswith("  elsewhere")  # not ours to touch
-    assert sorted(line.split("  ")[1] for line in lines[1:]) == ["out/a", "out/b"]
-    check = subprocess.run(["xxh128sum", "-c", "-"], input="\n".join(lines[1:]).encode(),
+    assert Path("SUMS").is_symlink()
+    lines = Path("REAL").read_text().split("\n")[:-1]
+    assert lines[:2] == ["0123456789abcdef0123456789abcdef  elsewhere", theirs]
+    ours = lines[2:]
+    assert sorted(line.split("  ")[1] for line in ours) == [f"out/{n}" for n in sorted(names)]
+    check = subprocess.run(["xxh128sum", "-c", "-"], input="\n".join(ours).encode(),
                            capture_output=True, check=False)  # fmt: skip
     assert check.returncode == 0, check
 
@@ -903,6 +910,27 @@ def test_a_setuid_file_of_another_user_is_not_made_setuid_for_us(
 
 
 @ROOT_ONLY
+def test_a_file_made_at_the_name_during_the_copy_does_not_get_it(tmp_path: Path) -> None:
+    """Someone who may write the folder creates the destination while root copies a secret:
+    the copy must stay root's, not become theirs."""
+    write_random(tmp_path / "secret", 3 * MIB)
+    (tmp_path / "secret").chmod(0o600)
+    proc = start_openspec(["copy", "--limit-rate", "4M", "secret", "backup"], cwd=tmp_path)
+    try:
+        wait_for(lambda: bool(partials(tmp_path)), what="the copy to start")
+        planted = tmp_path / "backup"
+        planted.write_bytes(b"mine")
+        os.chown(planted, 65534, 65534)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        kill_quietly(proc)
+
+    assert proc.returncode == 0, err
+    st = (tmp_path / "backup").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+
+
+@ROOT_ONLY
 def test_a_replaced_file_keeps_its_owner(runner: CliRunner, tmp_path: Path) -> None:
     """cp writes into the file it overwrites, so its owner stays: a service's file replaced by
     root must stay the service's."""
@@ -918,6 +946,29 @@ def test_a_replaced_file_keeps_its_owner(runner: CliRunner, tmp_path: Path) -> N
     st = served.stat()
     assert served.read_bytes() == data
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
+
+
+def test_another_users_file_we_may_write_is_not_taken_over(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group-writable, not ours: cp writes into it; a rename would give it to us, with the
+    source's mode, and its owner could lose it. (Not being root is what is faked here: the
+    tests' interpreter may not be reachable for another user.)"""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    write_random(tmp_path / "src", 10)
+    theirs = tmp_path / "theirs"
+    theirs.write_bytes(b"theirs")
+    os.chown(theirs, 65534, 65534)
+    theirs.chmod(0o666)
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    result = invoke(runner, ["copy", str(tmp_path / "src"), str(theirs)])
+
+    line = assert_refused(result, USAGE, tmp_path, before, "theirs")
+    assert "not replacing" in line
+    assert "openspec cat" in line
 
 
 def test_unwritable_destination_directory_is_refused(

@@ -155,6 +155,33 @@ def test_sigterm_exits_143_and_keeps_the_checkpoint(tmp_path: Path, env: dict[st
     assert dst.read_bytes() == data
 
 
+def test_resume_keeps_one_sum_line_per_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """The line an earlier copy of the same file left would fail ``xxh128sum -c``."""
+    sums, dst = tmp_path / "SUMS", tmp_path / "dst.bin"
+    sums.write_text(f"{'0' * 32}  {dst}\n")
+    _, dst, data, tid = interrupt(tmp_path, env, options=("--sums", str(sums)))
+
+    openspec("resume", tid, env=env, check=True)
+
+    assert sums.read_text() == f"{xxhash.xxh3_128_hexdigest(data)}  {dst}\n"
+
+
+def test_resume_restart_refuses_what_a_new_copy_would(tmp_path: Path, env: dict[str, str]) -> None:
+    """Starting over writes a new copy: an immutable (or someone else's) file is not replaced."""
+    _, dst, _, tid = interrupt(tmp_path, env)
+    dst.write_bytes(b"old")  # made meanwhile, and nobody may write it
+    if subprocess.run(["chattr", "+i", str(dst)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not possible here (not root, or the filesystem has no flags)")
+    try:
+        again = openspec("resume", "--restart", tid, env=env)
+    finally:
+        subprocess.run(["chattr", "-i", str(dst)], check=True)
+
+    assert again.returncode == 2, again.stderr
+    assert "cannot overwrite" in again.stderr
+    assert dst.read_bytes() == b"old"
+
+
 @pytest.mark.parametrize("planted", ["symlink", "hard link"])
 def test_resume_never_writes_through_something_planted_at_the_partial(
     tmp_path: Path, env: dict[str, str], planted: str
