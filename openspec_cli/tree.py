@@ -43,12 +43,16 @@ def _make_special(step: Step, options: CopyOptions) -> None:
     os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+#: A directory the copy made, and which one it is (device, inode).
+Made = tuple[Step, int, int]
+
+
 def prepare_tree(
     steps: list[Step],
     options: CopyOptions,
     made_root: Callable[[], None] | None = None,
     ours: bool = False,
-) -> tuple[list[Step], list[Step]]:
+) -> tuple[list[Step], list[Made]]:
     """Make the directories, symlinks and special files of a plan; return the file steps left
     to copy and the directories that are the copy's own (see :func:`finish_tree`).
 
@@ -57,22 +61,28 @@ def prepare_tree(
     copy that running it again continues. ``ours``: the root is this copy's (an earlier run of
     it made it), so every directory in it is too.
 
-    A new directory starts private (0700) and gets its source's mode at the end, as cp does:
-    a 0700 source folder is never readable by others while its files are being copied in.
+    A new directory gets its source's permissions for group and others at once, never more
+    (a 0700 source folder is not readable by others while its files are copied in), and all
+    of them for us, who must write into it; its exact mode comes at the end. So a folder an
+    interrupted copy made inside an existing one is never left wider, nor stuck private.
     """
     files: list[Step] = []
-    made: list[Step] = []
+    made: list[Made] = []
     for step in steps:
         try:
             if step.kind == "dir":
                 try:
                     os.mkdir(step.dest, 0o700)
-                    made.append(step)
+                    source_mode = stat.S_IMODE(os.stat(step.source).st_mode)
+                    os.chmod(step.dest, source_mode | stat.S_IRWXU)
+                    mine = True
                 except FileExistsError:
                     if not os.path.isdir(step.dest):
                         raise
-                    if ours:
-                        made.append(step)
+                    mine = ours
+                if mine:
+                    st = os.lstat(step.dest)
+                    made.append((step, st.st_dev, st.st_ino))
                 if made_root is not None:
                     made_root()
                     made_root = None
@@ -87,15 +97,26 @@ def prepare_tree(
     return files, made
 
 
-def finish_tree(made: list[Step]) -> None:
+def finish_tree(made: list[Made]) -> None:
     """Give the directories the copy made their source's mode and mtime, once their contents
     are in. Folders that were there already are the user's, as with cp -r: copying
-    ``src/.`` into a home directory must not give it the mode of ``src``."""
-    for step in reversed(made):
+    ``src/.`` into a home directory must not give it the mode of ``src``.
+
+    Through the directory itself, checked to be the one made: a name swapped meanwhile for a
+    symlink (or another folder) by someone who may write the parent would otherwise have its
+    target's mode changed, by root."""
+    for step, device, inode in reversed(made):
         with contextlib.suppress(OSError):
             st = os.stat(step.source)
-            os.chmod(step.dest, stat.S_IMODE(st.st_mode))
-            os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(step.dest, flags)
+            try:
+                here = os.fstat(fd)
+                if (here.st_dev, here.st_ino) == (device, inode):
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
 
 
 def remove_keeping_dir_times(path: str) -> None:

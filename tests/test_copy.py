@@ -38,6 +38,7 @@ from typer.testing import CliRunner
 
 from openspec_cli import api, transfer
 from openspec_cli.engine import NullObserver, StreamStats
+from openspec_cli.errors import Interrupted
 
 USAGE = 2
 IO_ERROR = 3
@@ -283,6 +284,59 @@ def test_a_new_folder_stays_private_until_its_files_are_in(tmp_path: Path) -> No
 
     assert seen == [0o700]
     assert stat.S_IMODE((out / "secret").stat().st_mode) == 0o700
+
+
+def test_folders_an_interrupted_copy_made_in_an_existing_one_are_not_left_private(
+    tmp_path: Path,
+) -> None:
+    """The rerun does not know them as its own, so they keep the mode they were made with:
+    their source's (with ours to write), not 0700 for good (a web root's folders 403)."""
+    src, www = tmp_path / "src", tmp_path / "www"
+    for name, mode in (("public", 0o755), ("group", 0o750)):
+        (src / name).mkdir(parents=True)
+        write_random(src / name / "page", 10)
+        (src / name).chmod(mode)
+    www.mkdir()
+
+    class CtrlCAtTheSecondFile(NullObserver):
+        started = 0
+
+        def stream_started(self, stats: StreamStats) -> None:
+            self.started += 1
+            if self.started == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        api.copy(f"{src}/.", str(www), recursive=True, observer=CtrlCAtTheSecondFile())
+    api.copy(f"{src}/.", str(www), recursive=True)
+
+    assert stat.S_IMODE((www / "public").stat().st_mode) == 0o755
+    assert stat.S_IMODE((www / "group").stat().st_mode) == 0o750
+
+
+def test_a_folder_swapped_for_a_symlink_mid_copy_does_not_pass_on_its_mode(
+    tmp_path: Path,
+) -> None:
+    """At the end the copy sets its folders' modes; through a symlink someone put at one's
+    name, that chmod would land on the symlink's target (as root: any file)."""
+    src, new = tmp_path / "src", tmp_path / "new"
+    (src / "sub").mkdir(parents=True)
+    write_random(src / "sub" / "f", 10)
+    write_random(src / "z", 10)
+    (src / "sub").chmod(0o755)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret")
+    victim.chmod(0o600)
+
+    class SwapAtTheLastFile(NullObserver):
+        def stream_started(self, stats: StreamStats) -> None:
+            if stats.name == "z":
+                (new / "sub").rename(tmp_path / "moved")
+                (new / "sub").symlink_to(victim)
+
+    api.copy(str(src), str(new), recursive=True, jobs=1, observer=SwapAtTheLastFile())
+
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
 
 
 def test_dot_source_copies_the_contents_into_an_existing_directory(
