@@ -546,7 +546,7 @@ class Transfer:
         immutable file, a directory made meanwhile), the whole copy is kept for ``resume``.
         """
         cp = self.cp
-        with contextlib.suppress(FileNotFoundError):  # gone: the rename says so
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # the rename says so
             if not os.path.samestat(os.lstat(cp.partial), os.fstat(self.out_fd)):
                 ckpt.delete(cp.id)  # that name is no longer ours to resume into
                 raise TransferIOError(
@@ -662,12 +662,11 @@ def _start_open(
     dest = os.path.abspath(spelled)
     st = os.fstat(src_fd)
     sparse = is_sparse(st)
-    # A small file is a read or two and a write: what would find a full disk or a slow read
-    # early for a large one costs it more than the copy itself (statfs, fallocate, fadvise).
+    needed = st.st_blocks * 512 if sparse else st.st_size  # a sparse copy: what it holds
+    _check_space(os.path.dirname(dest), needed, src, dest)
+    # A small file is a read or two and a write: reserving its blocks or advising the kernel
+    # of the reads costs it more than it saves.
     streamed = keeps_checkpoint(st.st_size)
-    if streamed:  # a sparse copy needs about what the source holds, not its length
-        needed = st.st_blocks * 512 if sparse else st.st_size
-        _check_space(os.path.dirname(dest), needed, src, dest)
     tid = new_transfer_id()
     part = ckpt.partial_path(dest, tid)
     cp = Checkpoint(

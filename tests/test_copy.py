@@ -339,6 +339,27 @@ def test_a_folder_swapped_for_a_symlink_mid_copy_does_not_pass_on_its_mode(
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600
 
 
+def test_a_folder_made_a_file_mid_copy_fails_that_file_only(tmp_path: Path) -> None:
+    """Its copy cannot be renamed into place: one error for it, the rest of the tree goes on
+    (a raw NotADirectoryError used to stop the whole copy)."""
+    src, new = tmp_path / "src", tmp_path / "new"
+    (src / "sub").mkdir(parents=True)
+    write_random(src / "sub" / "f", 10)
+    data = write_random(src / "z", 10)
+
+    class FileInTheWay(NullObserver):
+        def stream_started(self, stats: StreamStats) -> None:
+            if stats.name == "f":
+                (new / "sub").rename(tmp_path / "moved")
+                (new / "sub").write_bytes(b"in the way")
+
+    report = api.copy(str(src), str(new), recursive=True, jobs=1, observer=FileInTheWay())
+
+    assert len(report.errors) == 1
+    assert "sub" in report.errors[0].message
+    assert (new / "z").read_bytes() == data
+
+
 def test_dot_source_copies_the_contents_into_an_existing_directory(
     runner: CliRunner, tmp_path: Path
 ) -> None:

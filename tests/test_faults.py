@@ -217,6 +217,22 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_a_small_file_onto_a_full_disk_is_refused_before_any_byte(
+    tmp_path: Path, state: Path, small_disk: Path
+) -> None:
+    """Files under the streaming trigger skip fallocate, not the free-space check."""
+    src, _ = source(tmp_path, size=512 << 10)
+    (small_disk / "filler").write_bytes(b"\0" * ((8 << 20) - (256 << 10)))
+    env = {**os.environ, "OPENSPEC_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "openspec_cli", "copy", str(src), str(small_disk / "dst")]
+
+    full = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+
+    assert full.returncode == 3
+    assert "No space left on device (needs 524288 bytes" in full.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
 def test_disk_full_on_a_real_tmpfs_then_copy_after_space_is_made(
     tmp_path: Path, state: Path, small_disk: Path
 ) -> None:
