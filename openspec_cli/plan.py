@@ -13,7 +13,7 @@ from openspec_cli.records import Record
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 
 class Step(Record):
@@ -125,8 +125,7 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
             raise UsageError(f"-r not specified; omitting directory '{src}'")
-        if _inside(src, st, target):
-            raise UsageError(f"cannot copy a directory, '{src}', into itself, '{target}'")
+        _refuse_into_itself(src, target, [st])
         target_st = _lstat(target)
         if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
             raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
@@ -135,7 +134,10 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
             reason = _missing_parent(target) or _unwritable(parent)
             if reason:
                 raise UsageError(f"cannot create directory '{target}': {reason}")
-        return list(_walk_tree(src, target, no_clobber))
+        steps = list(_walk_tree(src, target, no_clobber))
+        inner = (os.stat(step.source) for step in steps[1:] if step.kind == "dir")
+        _refuse_into_itself(src, target, inner)
+        return steps
     _check_file_target(src, st, target, no_clobber)  # as named first: messages use that name
     resolved = _through_symlink(target)
     if resolved != target:
@@ -143,21 +145,32 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
     return [Step.file(src, resolved, st)]
 
 
-def _inside(src: str, st: os.stat_result, target: str) -> bool:
-    """Whether ``target`` is the directory ``src`` or lies in it: by path, or by identity for
-    a way in that paths do not show (a bind mount of it)."""
-    real_src, real_target = os.path.realpath(src), os.path.realpath(target)
-    if real_target == real_src or real_target.startswith(real_src + os.sep):
-        return True
-    path = real_target
+def _where(target: str) -> set[tuple[int, int]]:
+    """The directories ``target`` would be in (device, inode), from its nearest existing one
+    up: what a source directory must not be, however it is reached (a bind mount of it)."""
+    found = set()
+    path = os.path.realpath(target)
     while True:
         with contextlib.suppress(OSError):
-            if os.path.samestat(st, os.stat(path)):
-                return True
+            st = os.stat(path)
+            found.add((st.st_dev, st.st_ino))
         parent = os.path.dirname(path)
         if parent == path:
-            return False
+            return found
         path = parent
+
+
+def _refuse_into_itself(src: str, target: str, dirs: Iterable[os.stat_result]) -> None:
+    """cp's "into itself": by path, or when one of the tree's directories ``dirs`` is where
+    the copy would go (the tree, or a folder in it, bind-mounted at the destination)."""
+    real_src, real_target = os.path.realpath(src), os.path.realpath(target)
+    where = _where(target)
+    if (
+        real_target == real_src
+        or real_target.startswith(real_src + os.sep)
+        or any((st.st_dev, st.st_ino) in where for st in dirs)
+    ):
+        raise UsageError(f"cannot copy a directory, '{src}', into itself, '{target}'")
 
 
 def _through_symlink(target: str) -> str:

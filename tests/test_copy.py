@@ -633,6 +633,26 @@ def bind_mount_of_src(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(bound)], check=True)
 
 
+def test_a_bind_mount_of_a_folder_inside_the_source_is_seen_through(
+    runner: CliRunner, tmp_path: Path, bind_mount_of_src: Path
+) -> None:
+    """``bound`` is ``src``: mount a folder of it elsewhere and copy the tree below that."""
+    src, sub = tmp_path / "src", tmp_path / "src" / "sub"
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    if subprocess.run(["mount", "--bind", str(sub), str(inner)]).returncode:
+        pytest.skip("this machine does not allow bind mounts")
+    try:
+        before = snapshot(src)
+        result = invoke(runner, ["copy", "-r", str(src), str(inner / "new")])
+    finally:
+        subprocess.run(["umount", str(inner)], check=True)
+
+    assert result.exit_code == USAGE, result.stderr
+    assert "into itself" in result.stderr
+    assert snapshot(src) == before
+
+
 @pytest.mark.parametrize("onto", ["into", "contents"])
 def test_a_bind_mount_of_the_source_is_seen_through(
     runner: CliRunner, tmp_path: Path, bind_mount_of_src: Path, onto: str
