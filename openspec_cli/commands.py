@@ -538,6 +538,8 @@ def _check_verify_flags(
         raise UsageError(f"{flag} compares files; it cannot be used with --check")
     if check:
         return
+    if recursive and against is None:
+        raise UsageError("--recursive compares two trees: it needs --against DIR")
     for flag, given in (
         ("--quiet", quiet),
         ("--status", status),

@@ -193,7 +193,14 @@ def _check_file_target(src: str, st: os.stat_result, target: str, no_clobber: bo
     reason = _missing_parent(target)
     if reason:
         raise UsageError(f"cannot create regular file '{target}': {reason}")
+    if target_st is not None and no_clobber:
+        return  # skipped: nothing is written there
     reason = _unwritable(os.path.dirname(target) or ".")
+    if reason and target_st is not None:  # cp could write into it
+        raise UsageError(
+            f"cannot replace '{target}': its folder is not writable ({reason}), and the copy "
+            f"is made beside it (to write into it: openspec cat '{src}' > '{target}')"
+        )
     if reason:
         raise UsageError(f"cannot create regular file '{target}': {reason}")
     if not os.access(src, os.R_OK):

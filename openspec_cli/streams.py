@@ -371,7 +371,10 @@ def compare_trees(
     """Compare two directory trees: names present on one side only, and differing files."""
     for path in (left, right):
         if not os.path.isdir(path):
-            raise UsageError(f"'{path}': Not a directory")
+            missing = not os.path.lexists(path)
+            raise UsageError(
+                f"'{path}': {'No such file or directory' if missing else 'Not a directory'}"
+            )
     diffs: list[Difference] = []
     for rel in sorted(_tree_entries(left) | _tree_entries(right)):
         lp, rp = os.path.join(left, rel), os.path.join(right, rel)

@@ -1066,6 +1066,28 @@ def test_another_users_file_we_may_write_is_not_taken_over(
     assert "openspec cat" in line
 
 
+def test_a_file_in_a_read_only_folder_is_refused_with_the_real_reason(
+    tmp_path: Path, permission_checked: Callable[[], object] | None
+) -> None:
+    """The file exists and may be written; what cannot be made is the copy beside it. With -n
+    it is skipped, as nothing is written."""
+    write_random(tmp_path / "a", 10)
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "a").write_bytes(b"writable")
+    (tmp_path / "ro" / "a").chmod(0o666)
+    (tmp_path / "ro").chmod(0o555)
+    before = snapshot(tmp_path)
+
+    result = run_openspec(["copy", "a", "ro/a"], cwd=tmp_path, preexec_fn=permission_checked)
+    skipped = run_openspec(["copy", "-n", "a", "ro/a"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    line = assert_refused(result, USAGE, tmp_path, before, "ro/a")
+    assert "its folder is not writable (Permission denied)" in line
+    assert "openspec cat" in line
+    assert skipped.returncode == 0, skipped.stderr
+    assert snapshot(tmp_path) == before
+
+
 def test_unwritable_destination_directory_is_refused(
     tmp_path: Path, permission_checked: Callable[[], object] | None
 ) -> None:

@@ -189,6 +189,7 @@ def test_progress_knows_each_files_size_from_the_start(tmp_path: Path) -> None:
         (["-", "--against", "F"], "does not read standard input"),
         (["-c", "F", "--against", "F"], "--against compares files; it cannot be used with --check"),
         (["-c", "-r", "F"], "--recursive compares files; it cannot be used with --check"),
+        (["-r", "F"], "--recursive compares two trees: it needs --against DIR"),
     ],
 )
 def test_flags_that_would_be_ignored_are_refused(
@@ -349,6 +350,20 @@ def trees(tmp_path: Path) -> tuple[Path, Path]:
     make_tree(left)
     make_tree(right)
     return left, right
+
+
+@pytest.mark.parametrize("missing", ["left", "right"])
+def test_against_a_missing_tree_says_so(
+    runner: CliRunner, trees: tuple[Path, Path], missing: str
+) -> None:
+    left, right = trees
+    gone = left.parent / "gone"
+    pair = [gone, right] if missing == "left" else [left, gone]
+
+    result = invoke(runner, ["verify", "-r", str(pair[0]), "--against", str(pair[1])])
+
+    assert result.exit_code == USAGE
+    assert "No such file or directory" in assert_one_error_line(result.stderr, "gone")
 
 
 def test_against_equal_trees(runner: CliRunner, trees: tuple[Path, Path]) -> None:
