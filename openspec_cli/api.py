@@ -78,13 +78,21 @@ def copy(
     if tree is not None and not new_tree:
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
+    # Several files into a folder that was there: a journal too, so that a rerun after an
+    # interrupt does not copy the finished ones again (cp's rule needs no help there).
+    several = not new_tree and sum(1 for step in steps if step.kind == "file") > 1
+    if journal is None and several:
+        journal = unfinished.TreeJournal.reopen(srcs, dest, marked=False)
+    continued = journal is not None
     plan.check_space(steps, no_clobber, _completed_by(journal))
-    if tree is not None or any(transfer.keeps_checkpoint(step.size) for step in steps):
+    if tree is not None or several or any(transfer.keeps_checkpoint(s.size) for s in steps):
         checkpoint.require_writable()
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:
         journal = unfinished.TreeJournal.begin(tree, dest)
+    elif journal is None and several:
+        journal = unfinished.TreeJournal.begin(srcs, dest, marked=False)
     try:
         report = scheduler.copy_all(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
@@ -92,7 +100,7 @@ def copy(
         )  # fmt: skip
         if journal is not None and not report.errors:
             journal.finish()
-            if not new_tree:  # a run that finishes an interrupted one tidies up after it
+            if continued:  # a run that finishes an interrupted one tidies up after it
                 _tidy_after(steps, report, started)
         if sums is not None:  # reused files too: the run that last wrote one is the newest line
             keep_last_sum_lines(sums, report.files)
@@ -111,7 +119,7 @@ def copy(
 
 
 def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step], bool] | None:
-    """Files an interrupted tree copy completed, unchanged since: a rerun will not write them."""
+    """Files an interrupted copy completed, unchanged since: a rerun will not write them."""
     if journal is None:
         return None
     return lambda step: journal.already(step.source, step.dest) is not None

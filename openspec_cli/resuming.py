@@ -63,7 +63,7 @@ def print_list(
     trees: Sequence[TreeCopy] = (),
 ) -> None:
     """A table on stdout (or a JSON list), in the order the transfers started, then the
-    unfinished tree copies (text only: the JSON list is of transfers)."""
+    unfinished copies of trees or several files (text only: the JSON list is of transfers)."""
     from openspec_cli.ui import human_bytes
 
     now = time.time()
@@ -86,13 +86,16 @@ def print_list(
             f"{_age(r['age_seconds']):>4} ago  {r['source']} -> {r['dest']}\n"
         )
     if trees:
-        sys.stdout.write("unfinished tree copies (to finish one, run the same copy -r again):\n")
+        sys.stdout.write(
+            "unfinished copies of trees or several files (to finish one, run the same copy "
+            "again):\n"
+        )
     for tree in trees:
         sys.stdout.write(f"  {tree_line(tree, now)}\n")
 
 
 def tree_line(tree: TreeCopy, now: float) -> str:
-    """One unfinished tree copy, and what can be done about it."""
+    """One unfinished copy of a tree or of several files, and what can be done about it."""
     if tree.source is None:
         return f"unreadable journal '{tree.journal}' (remove: openspec resume --prune)"
     where = f"'{tree.source}' -> '{tree.dest}'"
@@ -118,7 +121,7 @@ def left_out(
 ) -> list[str]:
     """What ``resume --all`` does not take up, and why, one line each (it must not be silent)."""
     lines = [
-        f"not finishing the tree copy '{t.source}' -> '{t.dest}': run the same copy -r again"
+        f"not finishing the copy of '{t.source}' -> '{t.dest}': run the same copy again"
         for t in trees
         if t.source is not None and t.in_place
     ]

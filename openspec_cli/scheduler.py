@@ -516,9 +516,9 @@ def copy_all(
     options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
     file_steps, made = (
-        prepare_tree(steps, options)
-        if journal is None
-        else prepare_tree(steps, options, journal.made_root, ours=True)
+        prepare_tree(steps, options, journal.made_root, ours=True)
+        if journal is not None and journal.marked  # it made the tree's root
+        else prepare_tree(steps, options)
     )
     known = known_transfers()
 

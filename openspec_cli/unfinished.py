@@ -11,6 +11,10 @@ that file is there (a directory deleted and made again by hand gets cp's rule). 
 journal lists is not copied again only if neither it nor its source has changed since (the
 checkpoints' Fingerprint: size, mtime, ctime, inode; ctime cannot be set back); anything else
 is copied again, and interrupted files resume from their checkpoints.
+
+A copy of several files, or of a tree into a folder that was there already, keeps an unmarked
+journal (no marker; its key also names every source): nothing about cp's rule to protect, only
+the files it completed, which a rerun does not copy again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 from openspec_cli.checkpoint import Fingerprint, partial_locked, state_dir, try_lock
 from openspec_cli.errors import UsageError
@@ -41,23 +46,49 @@ def _unchanged(recorded: object, path: str) -> bool:
         return False
 
 
-def _path_for(source: str, dest: str) -> str:
+def journal_key(sources: str | Sequence[str]) -> str:
+    """The sources of a copy as its journal names them: absolute, NUL-separated (no path holds
+    a NUL)."""
+    return "\0".join(
+        os.path.abspath(s) for s in ([sources] if isinstance(sources, str) else sources)
+    )
+
+
+def shown(key: str) -> str:
+    """A journal's sources for a message."""
+    return "', '".join(key.split("\0"))
+
+
+def _path_for(key: str, dest: str, marked: bool) -> str:
     import hashlib  # here: most copies are not of trees, and start-up counts
 
-    key = f"{os.path.abspath(source)}\0{os.path.abspath(dest)}"
-    digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()[:16]
+    text = f"{key}\0{os.path.abspath(dest)}" + ("" if marked else "\0into an existing folder")
+    digest = hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()[:16]
     return os.path.join(state_dir(), "trees", f"{digest}.jsonl")
 
 
 class TreeJournal:
-    """The journal of one tree copy; safe to use from the copy's worker threads."""
+    """The journal of one copy of a tree or of several files; safe to use from the copy's
+    worker threads.
+
+    ``marked``: the copy made its destination directory, which holds the marker file (see the
+    module's notes). A copy into a folder that was there already, of a tree (``SRC/.``, or
+    into ``DIR/SRC``) or of several files, has an unmarked journal: rerun, it skips the files
+    the journal vouches for and cp's rule is unchanged.
+    """
 
     def __init__(
-        self, path: str, dest: str, token: str, done: dict[str, dict[str, object]]
+        self,
+        path: str,
+        dest: str,
+        token: str,
+        done: dict[str, dict[str, object]],
+        marked: bool = True,
     ) -> None:
         self.path = path
         self.dest = dest
         self.token = token
+        self.marked = marked
         self._done = done
         self._lock = threading.Lock()
         self._held = -1  # an fd holding the journal's flock while this copy runs
@@ -68,39 +99,45 @@ class TreeJournal:
         return _marker(self.dest, self.token)
 
     @classmethod
-    def begin(cls, source: str, dest: str) -> TreeJournal:
-        """Start the journal of a copy of ``source`` that creates the directory ``dest``."""
-        path = _path_for(source, dest)
+    def begin(cls, sources: str | Sequence[str], dest: str, marked: bool = True) -> TreeJournal:
+        """Start the journal of a copy of ``sources`` that creates the directory ``dest``
+        (``marked``), or that copies into it."""
+        key = journal_key(sources)
+        path = _path_for(key, dest, marked)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         token = os.urandom(8).hex()
         header = {
             "version": VERSION,
-            "source": os.path.abspath(source),
+            "source": key,
             "dest": os.path.abspath(dest),
             "token": token,
             "created": time.time(),
+            "marked": marked,
         }
-        fd = _lock(path, source, dest, create=True)
+        fd = _lock(path, key, dest, create=True)
         try:
             os.ftruncate(fd, 0)  # only now: a copy still running keeps its journal
             os.write(fd, (json.dumps(header) + "\n").encode(errors="surrogateescape"))
         except BaseException:
             os.close(fd)
             raise
-        journal = cls(path, os.path.abspath(dest), token, {})
+        journal = cls(path, os.path.abspath(dest), token, {}, marked)
         journal._held = fd
         return journal
 
     @classmethod
-    def reopen(cls, source: str, dest: str) -> TreeJournal | None:
-        """The journal of an earlier copy of ``source`` into ``dest`` that did not finish."""
-        path = _path_for(source, dest)
+    def reopen(
+        cls, sources: str | Sequence[str], dest: str, marked: bool = True
+    ) -> TreeJournal | None:
+        """The journal of an earlier copy of ``sources`` into ``dest`` that did not finish."""
+        key = journal_key(sources)
+        path = _path_for(key, dest, marked)
         try:
-            fd = _lock(path, source, dest, create=False)
+            fd = _lock(path, key, dest, create=False)
         except OSError:
             return None  # none, or none we can use: cp's rule applies
         try:
-            journal = cls._read_locked(fd, path, source, dest)
+            journal = cls._read_locked(fd, path, key, dest)
         except BaseException:
             os.close(fd)
             raise
@@ -111,14 +148,15 @@ class TreeJournal:
         return journal
 
     @classmethod
-    def _read_locked(cls, fd: int, path: str, source: str, dest: str) -> TreeJournal | None:
+    def _read_locked(cls, fd: int, path: str, key: str, dest: str) -> TreeJournal | None:
         with os.fdopen(os.dup(fd), encoding="utf-8", errors="surrogateescape") as fh:
             decoded = _decode(fh.read())
-        if decoded is None or decoded[:2] != (os.path.abspath(source), os.path.abspath(dest)):
+        if decoded is None or decoded[:2] != (key, os.path.abspath(dest)):
             return None  # not ours or unreadable: cp's rule applies
-        _, recorded_dest, token, records = decoded
-        journal = cls(path, recorded_dest, token, {str(r["dest"]): r for r in records})
-        if not os.path.isfile(journal.marker):
+        _, recorded_dest, token, records, marked = decoded
+        done = {str(r["dest"]): r for r in records}
+        journal = cls(path, recorded_dest, token, done, marked)
+        if not (os.path.isfile(journal.marker) if marked else os.path.isdir(recorded_dest)):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
         return journal
@@ -135,6 +173,8 @@ class TreeJournal:
 
     def made_root(self) -> None:
         """Mark the directory the copy made, once it exists (before any file is copied)."""
+        if not self.marked:
+            return
         with contextlib.suppress(OSError):
             os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT, 0o600))
 
@@ -179,15 +219,16 @@ class TreeJournal:
             os.write(self._held, line)
 
     def finish(self) -> None:
-        """The tree is complete: forget it."""
-        remove_keeping_dir_times(self.marker)
+        """The copy is complete: forget it."""
+        if self.marked:
+            remove_keeping_dir_times(self.marker)
         finished(self.path)
         if self._held >= 0:
             os.close(self._held)
             self._held = -1
 
 
-def _lock(path: str, source: str, dest: str, create: bool) -> int:
+def _lock(path: str, key: str, dest: str, create: bool) -> int:
     """The journal's fd, holding its lock for as long as this copy runs: prune must not take it
     from under us, and a second run of the same copy must neither rewrite nor delete it."""
     flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
@@ -195,7 +236,7 @@ def _lock(path: str, source: str, dest: str, create: bool) -> int:
     if not try_lock(fd):
         os.close(fd)
         raise UsageError(
-            f"a copy of '{source}' into '{os.path.abspath(dest)}' is already running; "
+            f"a copy of '{shown(key)}' into '{os.path.abspath(dest)}' is already running; "
             "wait for it to end"
         )
     return fd
@@ -212,9 +253,9 @@ def _marker(dest: str, token: str) -> str:
     return os.path.join(dest, f"{MARKER_PREFIX}{token}")
 
 
-def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]]] | None:
-    """(source, dest, token, completed-file records) of a journal; None when its header is not
-    one this version wrote. Torn or foreign record lines are left out."""
+def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]], bool] | None:
+    """(sources key, dest, token, completed-file records, marked) of a journal; None when its
+    header is not one this version wrote. Torn or foreign record lines are left out."""
     records = [_parse(line) for line in text.splitlines()]
     header = (records[0] if records else None) or {}
     source, dest, token = header.get("source"), header.get("dest"), header.get("token")
@@ -222,7 +263,8 @@ def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]]] | None:
         isinstance(source, str) and isinstance(dest, str) and isinstance(token, str)
     ):
         return None
-    return source, dest, token, [r for r in records[1:] if r is not None and "dest" in r]
+    done = [r for r in records[1:] if r is not None and "dest" in r]
+    return source, dest, token, done, header.get("marked") is not False
 
 
 def _parse(line: str) -> dict[str, object] | None:
@@ -241,6 +283,7 @@ class TreeCopy:
     """What ``openspec resume`` says about one unfinished tree copy."""
 
     __slots__ = ("journal", "source", "dest", "marker", "files_done", "updated")
+    #: ``marker`` None for a copy into a folder that was there already (see TreeJournal).
 
     def __init__(
         self,
@@ -260,8 +303,11 @@ class TreeCopy:
 
     @property
     def in_place(self) -> bool:
-        """Whether the directory the copy made is still there with its marker file."""
-        return self.marker is not None and os.path.isfile(self.marker)
+        """Whether the directory the copy made is still there with its marker file (for a copy
+        into a folder that was there already: whether that folder still is)."""
+        if self.marker is None:
+            return self.source is not None and self.dest is not None and os.path.isdir(self.dest)
+        return os.path.isfile(self.marker)
 
     @property
     def running(self) -> bool:
@@ -282,8 +328,9 @@ def _read_tree(path: str) -> TreeCopy | None:
     decoded = _decode(text)
     if decoded is None:
         return TreeCopy(path, updated=updated)
-    source, dest, token, records = decoded
-    return TreeCopy(path, source, dest, _marker(dest, token), len(records), updated)
+    source, dest, token, records, marked = decoded
+    marker = _marker(dest, token) if marked else None
+    return TreeCopy(path, shown(source), dest, marker, len(records), updated)
 
 
 def list_trees() -> list[TreeCopy]:

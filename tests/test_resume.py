@@ -702,11 +702,14 @@ def test_resume_lists_an_unfinished_tree_copy_and_prune_forgets_an_idle_one(
     (marker,) = backup.glob(".openspec-tree.*")
 
     listed = openspec("resume", env=env, check=True).stdout
-    assert "unfinished tree copies (to finish one, run the same copy -r again):" in listed
+    assert (
+        "unfinished copies of trees or several files (to finish one, run the same copy again):"
+        in listed
+    )
     assert f"'{src}' -> '{backup}': " in listed
     assert " done, last " in listed
     resumed = openspec("resume", "--all", env=env, check=True)
-    assert f"not finishing the tree copy '{src}' -> '{backup}'" in resumed.stderr
+    assert f"not finishing the copy of '{src}' -> '{backup}'" in resumed.stderr
 
     openspec("resume", "--prune", "--older-than", "1h", env=env, check=True)
     assert journal.exists()  # in place and not idle: kept
@@ -895,6 +898,51 @@ def test_finishing_a_tree_copy_says_what_it_did_not_copy_again(
         r"earlier run\) in [0-9.]+ s \([0-9.]+ [KMG]iB/s\)",
         closing,
     ), closing
+
+
+def interrupt_copy(env: dict[str, str], *args: str, done: Path) -> None:
+    """Run ``openspec copy ARGS`` paced; stop it with SIGINT once ``done`` is journaled."""
+    proc = start("copy", "-L", "4M", *args, env=env)
+    deadline = time.monotonic() + 30
+    while not journal_lists(env, done):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "openspec: interrupted; to finish, run the same copy again"
+    )
+
+
+@pytest.mark.parametrize("form", ["several files", "a tree into a folder", "SRC/. into a folder"])
+def test_running_a_copy_into_an_existing_folder_again_skips_what_it_finished(
+    tmp_path: Path, env: dict[str, str], form: str
+) -> None:
+    """Not only copy -r SRC NEW: after an interrupt, big files already copied into a folder
+    that was there are not copied again (rsync would not either)."""
+    data = make_source_tree(tmp_path / "src")
+    src, out = tmp_path / "src", tmp_path / "out"
+    out.mkdir()
+    if form == "several files":
+        args, root = [str(src / "a.bin"), str(src / "sub" / "c.bin"), str(out)], out
+    elif form == "a tree into a folder":
+        args, root = ["-r", str(src), str(out)], out / "src"
+    else:
+        args, root = ["-r", f"{src}/.", str(out)], out
+    interrupt_copy(env, *args, done=root / "a.bin")
+    assert "unfinished copies of trees or several files" in openspec("resume", env=env).stdout
+
+    again = openspec("copy", "--json", *args, env=env, check=True)
+
+    files = {Path(f["dest"]).name: f for f in json.loads(again.stdout)["files"]}
+    assert files["a.bin"]["resumed_from"] == 8 << 20  # vouched for by the journal
+    for name, content in data.items():
+        if form != "several files" or name in ("a.bin", "sub/c.bin"):
+            copied = root / (name if form != "several files" else Path(name).name)
+            assert copied.read_bytes() == content
+    assert "unfinished" not in openspec("resume", env=env).stdout
 
 
 def test_a_completed_file_changed_since_is_copied_again(
