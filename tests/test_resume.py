@@ -636,12 +636,12 @@ def journal_lists(env: dict[str, str], path: Path) -> bool:
     return path.exists() and any(f'"{path}"' in j.read_text() for j in journals)
 
 
-def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
-    """Copy the tree paced, stop it with SIGINT once a.bin or b.bin is complete (c.bin is not);
-    returns the name of the one that completed (with -j 2, either may be first)."""
-    proc = start("copy", "-r", "-j", jobs, "-L", "4M", *extra, str(src), str(backup), env=env)
+def interrupt_copy(env: dict[str, str], *args: str, done: list[Path]) -> Path:
+    """Run ``openspec copy ARGS`` paced; stop it with SIGINT once one of ``done`` is journaled
+    as complete, and return that one."""
+    proc = start("copy", "-L", "4M", *args, env=env)
     deadline = time.monotonic() + 30
-    while not (done := [n for n in ("a.bin", "b.bin") if journal_lists(env, backup / n)]):
+    while not (finished := [path for path in done if journal_lists(env, path)]):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -651,7 +651,14 @@ def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *ext
     assert err.strip().splitlines()[-1] == (
         "openspec: interrupted; to finish, run the same copy again"
     )
-    return done[0]
+    return finished[0]
+
+
+def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
+    """Copy the tree paced, stop it with SIGINT once a.bin or b.bin is complete (c.bin is not);
+    returns the name of the one that completed (with -j 2, either may be first)."""
+    args = ("-r", "-j", jobs, *extra, str(src), str(backup))
+    return interrupt_copy(env, *args, done=[backup / "a.bin", backup / "b.bin"]).name
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
@@ -900,22 +907,6 @@ def test_finishing_a_tree_copy_says_what_it_did_not_copy_again(
     ), closing
 
 
-def interrupt_copy(env: dict[str, str], *args: str, done: Path) -> None:
-    """Run ``openspec copy ARGS`` paced; stop it with SIGINT once ``done`` is journaled."""
-    proc = start("copy", "-L", "4M", *args, env=env)
-    deadline = time.monotonic() + 30
-    while not journal_lists(env, done):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == (
-        "openspec: interrupted; to finish, run the same copy again"
-    )
-
-
 @pytest.mark.parametrize("form", ["several files", "a tree into a folder", "SRC/. into a folder"])
 def test_running_a_copy_into_an_existing_folder_again_skips_what_it_finished(
     tmp_path: Path, env: dict[str, str], form: str
@@ -931,7 +922,7 @@ def test_running_a_copy_into_an_existing_folder_again_skips_what_it_finished(
         args, root = ["-r", str(src), str(out)], out / "src"
     else:
         args, root = ["-r", f"{src}/.", str(out)], out
-    interrupt_copy(env, *args, done=root / "a.bin")
+    interrupt_copy(env, *args, done=[root / "a.bin"])
     assert "unfinished copies of trees or several files" in openspec("resume", env=env).stdout
 
     again = openspec("copy", "--json", *args, env=env, check=True)
