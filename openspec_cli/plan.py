@@ -82,7 +82,15 @@ def _stat_source(path: str) -> os.stat_result:
 
 def tree_source(sources: list[str], recursive: bool) -> str | None:
     """The one directory of ``copy -r DIR DEST``, the form that may create DEST; else None."""
-    return sources[0] if recursive and len(sources) == 1 and os.path.isdir(sources[0]) else None
+    if not (recursive and len(sources) == 1 and os.path.isdir(sources[0])):
+        return None
+    return None if _copied_as_link(sources[0], recursive) else sources[0]
+
+
+def _copied_as_link(src: str, recursive: bool) -> bool:
+    """With -r, a symlink named as SRC is copied as a symlink, as cp -r does (it implies -P);
+    ``LINK/`` names the directory it points to."""
+    return recursive and not src.endswith(os.sep) and os.path.islink(src)
 
 
 def plan_copy(
@@ -121,6 +129,11 @@ def plan_copy(
 
 
 def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) -> list[Step]:
+    if _copied_as_link(src, recursive):
+        target_st = _lstat(target)
+        if target_st is not None and stat.S_ISDIR(target_st.st_mode):
+            raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+        return [Step("link", src, target)]
     st = _stat_source(src)
     if stat.S_ISDIR(st.st_mode):
         if not recursive:

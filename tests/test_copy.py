@@ -1417,6 +1417,28 @@ def test_a_sparse_image_with_a_little_data_in_every_mib_stays_small(
     assert copy.stat().st_blocks * 512 <= held + 64 * KIB
 
 
+@pytest.mark.parametrize("spelled", ["link", "link/"])
+def test_recursive_copy_of_a_symlink_copies_the_link_like_cp(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelled: str
+) -> None:
+    """cp -r implies -P: the symlink itself; ``link/`` names the directory behind it."""
+    monkeypatch.chdir(tmp_path)
+    Path("dir").mkdir()
+    data = write_random(Path("dir") / "f", 10)
+    Path("link").symlink_to("dir")
+
+    result = invoke(runner, ["copy", "-r", spelled, "copy"])
+
+    assert result.exit_code == 0, result.stderr
+    copy = Path("copy")
+    if spelled == "link":
+        assert copy.is_symlink()
+        assert os.readlink(copy) == "dir"
+    else:
+        assert not copy.is_symlink()
+        assert (copy / "f").read_bytes() == data
+
+
 def test_destination_symlink_is_written_through_like_cp(runner: CliRunner, tmp_path: Path) -> None:
     data = write_random(tmp_path / "a", 4096)
     (tmp_path / "real").write_bytes(b"old")
