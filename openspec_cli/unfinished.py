@@ -156,7 +156,7 @@ class TreeJournal:
         _, recorded_dest, token, records, marked = decoded
         done = {str(r["dest"]): r for r in records}
         journal = cls(path, recorded_dest, token, done, marked)
-        if not (os.path.isfile(journal.marker) if marked else os.path.isdir(recorded_dest)):
+        if not _in_place(recorded_dest, journal.marker if marked else None):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
         return journal
@@ -248,6 +248,12 @@ def finished(path: str) -> None:
         os.unlink(path)
 
 
+def _in_place(dest: str, marker: str | None) -> bool:
+    """Whether a journal is still about what is at ``dest``: the directory the copy made,
+    with its ``marker``; or, unmarked, the folder it copied into."""
+    return os.path.isfile(marker) if marker is not None else os.path.isdir(dest)
+
+
 def _marker(dest: str, token: str) -> str:
     """The file in a tree copy's destination that ties it to its journal."""
     return os.path.join(dest, f"{MARKER_PREFIX}{token}")
@@ -305,9 +311,7 @@ class TreeCopy:
     def in_place(self) -> bool:
         """Whether the directory the copy made is still there with its marker file (for a copy
         into a folder that was there already: whether that folder still is)."""
-        if self.marker is None:
-            return self.source is not None and self.dest is not None and os.path.isdir(self.dest)
-        return os.path.isfile(self.marker)
+        return self.dest is not None and _in_place(self.dest, self.marker)
 
     @property
     def running(self) -> bool:
