@@ -474,8 +474,9 @@ def resume(
             _report(results, "resume", quiet or progress_mode == "json", as_json, errors=errors)
             for error in errors:
                 say(error.message)
-            if errors:
-                raise SystemExit(max(int(error.exit_code) for error in errors))
+            status = max([resuming.left_out_status(entries), *(e.exit_code for e in errors)])
+            if status:
+                raise SystemExit(status)
 
 
 # ---------------------------------------------------------------------------- cat

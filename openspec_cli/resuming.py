@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from openspec_cli import checkpoint as ckpt
+from openspec_cli.errors import ExitCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,3 +141,18 @@ def left_out(
         elif state.startswith("running"):
             lines.append(f"not resuming {e.id}: {state}")
     return lines
+
+
+def left_out_status(entries: list[ckpt.Checkpoint | ckpt.BrokenCheckpoint]) -> int:
+    """The exit status ``resume --all`` owes the transfers it left out that wait for the user,
+    as ``resume ID`` would fail them: unreadable (2), source changed (3). A running one is
+    someone else's work, and no failure."""
+    codes = [
+        ExitCode.USAGE
+        if isinstance(e, ckpt.BrokenCheckpoint)
+        else ExitCode.IO_ERROR
+        if ckpt.state_of(e) == "source changed"
+        else ExitCode.OK
+        for e in entries
+    ]
+    return int(max(codes, default=ExitCode.OK))

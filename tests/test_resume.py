@@ -380,10 +380,11 @@ def test_resume_all_says_which_transfers_it_leaves_out(tmp_path: Path, env: dict
     with open(src, "ab") as fh:
         fh.write(b"more")
 
-    result = openspec("resume", "--all", env=env, check=True)
+    result = openspec("resume", "--all", env=env)
 
     assert f"openspec: not resuming {tid}: its source changed" in result.stderr
     assert f"openspec resume --restart {tid}" in result.stderr
+    assert result.returncode == 3  # as resume ID fails it: it waits for the user
 
 
 def test_copy_again_after_source_changed_starts_fresh(tmp_path: Path, env: dict[str, str]) -> None:
