@@ -7,6 +7,7 @@ message and an exit code; a stop by signal raises :class:`openspec_cli.errors.In
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -79,20 +80,25 @@ def copy(
         journal = unfinished.TreeJournal.reopen(tree, dest)
     steps = plan.plan_copy(srcs, dest, recursive, into=journal is not None, no_clobber=no_clobber)
     # Several files into a folder that was there: a journal too, so that a rerun after an
-    # interrupt does not copy the finished ones again (cp's rule needs no help there).
-    several = not new_tree and sum(1 for step in steps if step.kind == "file") > 1
-    if journal is None and several:
+    # interrupt does not copy the finished ones again (cp's rule needs no help there). Taken
+    # up by a rerun with even one file left, so that it is finished.
+    files = sum(1 for step in steps if step.kind == "file")
+    if journal is None and not new_tree and files:
         journal = unfinished.TreeJournal.reopen(srcs, dest, marked=False)
+    if journal is not None and restart:
+        journal.forget_completed()  # --restart: nothing is taken as done
     continued = journal is not None
-    plan.check_space(steps, no_clobber, _completed_by(journal))
-    if tree is not None or several or any(transfer.keeps_checkpoint(s.size) for s in steps):
+    plan.check_space(steps, no_clobber, _completed_by(journal, algo))
+    if tree is not None or any(transfer.keeps_checkpoint(s.size) for s in steps):
         checkpoint.require_writable()
     if sums is not None:
         plan.check_sums_file(sums)
     if tree is not None and new_tree:
         journal = unfinished.TreeJournal.begin(tree, dest)
-    elif journal is None and several:
-        journal = unfinished.TreeJournal.begin(srcs, dest, marked=False)
+    elif journal is None and not new_tree and files > 1:
+        # Only an optimisation: without a writable state dir, a rerun copies them again.
+        with contextlib.suppress(OSError, checkpoint.CheckpointError):
+            journal = unfinished.TreeJournal.begin(srcs, dest, marked=False)
     try:
         report = scheduler.copy_all(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
@@ -100,8 +106,8 @@ def copy(
         )  # fmt: skip
         if journal is not None and not report.errors:
             journal.finish()
-            if continued:  # a run that finishes an interrupted one tidies up after it
-                _tidy_after(steps, report, started)
+            if continued and journal.marked:  # it finishes an interrupted one: tidy up
+                _tidy_after(steps, report, started)  # (in the tree it made: ours alone)
         if sums is not None:  # reused files too: the run that last wrote one is the newest line
             keep_last_sum_lines(sums, report.files)
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -118,11 +124,13 @@ def copy(
     return report
 
 
-def _completed_by(journal: unfinished.TreeJournal | None) -> Callable[[plan.Step], bool] | None:
+def _completed_by(
+    journal: unfinished.TreeJournal | None, algo: str
+) -> Callable[[plan.Step], bool] | None:
     """Files an interrupted copy completed, unchanged since: a rerun will not write them."""
     if journal is None:
         return None
-    return lambda step: journal.already(step.source, step.dest) is not None
+    return lambda step: journal.already(step.source, step.dest, algo) is not None
 
 
 def _tidy_after(steps: list[plan.Step], report: CopyReport, since: float) -> None:

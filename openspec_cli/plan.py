@@ -120,12 +120,26 @@ def plan_copy(
             raise UsageError(f"cannot create '{dest}': {reason}")
         dest = dest.rstrip(os.sep)
     steps: list[Step] = []
+    planned: dict[str, str] = {}  # target -> the source going there
     for src in sources:
         name = os.path.basename(os.path.normpath(src))
         contents = into or os.path.basename(src.rstrip(os.sep) or os.sep) == "."
         target = os.path.join(dest, name) if dest_is_dir and not contents else dest
+        first = planned.get(os.path.abspath(target))
+        if first is not None:
+            if first == src or _same_entry(first, src):
+                continue  # named twice: copied once, as cp does
+            raise UsageError(f"will not overwrite just-created '{target}' with '{src}'")
+        planned[os.path.abspath(target)] = src
         steps.extend(_plan_one(src, target, recursive, no_clobber))
     return steps
+
+
+def _same_entry(a: str, b: str) -> bool:
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except OSError:
+        return False
 
 
 def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) -> list[Step]:

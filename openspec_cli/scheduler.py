@@ -23,6 +23,7 @@ from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.plan import Step
 from openspec_cli.records import Record
+from openspec_cli.streams import hash_path
 from openspec_cli.transfer import CopyOptions, FileResult, copy_file
 from openspec_cli.tree import finish_tree, prepare_tree, record_sum
 
@@ -524,10 +525,10 @@ def copy_all(
 
     def task(step: Step) -> Callable[[], object]:
         def run() -> FileResult:
-            if journal is not None:
-                earlier = journal.already(step.source, step.dest)
-                if earlier is not None:
-                    return earlier  # its sum line was written by the run that copied it
+            earlier = None if journal is None else _reused(journal, step, options)
+            if earlier is not None:
+                record_sum(options, earlier)  # the earlier run may have written none
+                return earlier
             result = copy_file(step.source, step.dest, options, watched, known)
             record_sum(options, result)
             recent.add(step.dest)
@@ -561,6 +562,20 @@ def copy_all(
         engine_summary(governor, time.monotonic() - started),
         errors,
     )
+
+
+def _reused(journal: TreeJournal, step: Step, options: CopyOptions) -> FileResult | None:
+    """A file an earlier run of this copy completed, unchanged since: not copied again. With
+    ``--verify`` it is read back and checked against the digest recorded then (a copy that
+    fails is copied again), so that every file the run reports is verified."""
+    earlier = journal.already(step.source, step.dest, options.algo)
+    if earlier is None or not options.verify:
+        return earlier
+    try:
+        again = hash_path(step.dest, options.algo, drop_cache=True)
+    except OSError:
+        return None
+    return earlier.replace(verified=True) if again == earlier.digest else None
 
 
 def known_transfers() -> dict[tuple[str, str], Checkpoint]:

@@ -46,12 +46,21 @@ def _unchanged(recorded: object, path: str) -> bool:
         return False
 
 
-def journal_key(sources: str | Sequence[str]) -> str:
-    """The sources of a copy as its journal names them: absolute, NUL-separated (no path holds
-    a NUL)."""
-    return "\0".join(
-        os.path.abspath(s) for s in ([sources] if isinstance(sources, str) else sources)
-    )
+def _key(sources: str | Sequence[str], marked: bool) -> str:
+    """What a journal is the journal of, besides its destination: a marked one's source,
+    absolute; an unmarked one's sources (NUL-separated: no path holds a NUL) in any order, as
+    a rerun may list them otherwise, with ``SRC/.`` (its contents) told apart from ``SRC``
+    (the folder itself), since they go to different places."""
+    listed = [sources] if isinstance(sources, str) else list(sources)
+    if marked:
+        return "\0".join(os.path.abspath(source) for source in listed)
+    names = [
+        os.path.join(os.path.abspath(s), ".")
+        if os.path.basename(s.rstrip(os.sep)) == "."
+        else os.path.abspath(s)
+        for s in listed
+    ]
+    return "\0".join(sorted(names))
 
 
 def shown(key: str) -> str:
@@ -102,7 +111,7 @@ class TreeJournal:
     def begin(cls, sources: str | Sequence[str], dest: str, marked: bool = True) -> TreeJournal:
         """Start the journal of a copy of ``sources`` that creates the directory ``dest``
         (``marked``), or that copies into it."""
-        key = journal_key(sources)
+        key = _key(sources, marked)
         path = _path_for(key, dest, marked)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         token = os.urandom(8).hex()
@@ -130,7 +139,7 @@ class TreeJournal:
         cls, sources: str | Sequence[str], dest: str, marked: bool = True
     ) -> TreeJournal | None:
         """The journal of an earlier copy of ``sources`` into ``dest`` that did not finish."""
-        key = journal_key(sources)
+        key = _key(sources, marked)
         path = _path_for(key, dest, marked)
         try:
             fd = _lock(path, key, dest, create=False)
@@ -178,17 +187,22 @@ class TreeJournal:
         with contextlib.suppress(OSError):
             os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT, 0o600))
 
-    def already(self, source: str, dest: str) -> FileResult | None:
-        """The earlier result for this file, if it completed and nothing changed since."""
+    def already(self, source: str, dest: str, algo: str) -> FileResult | None:
+        """The earlier result for this file, if it completed, nothing changed since, and its
+        digest is in ``algo`` (what this run reports and writes to --sums)."""
         entry = self._done.get(os.path.abspath(dest))
-        if entry is None:
+        if entry is None or entry.get("algo") != algo:
             return None
         if not (_unchanged(entry.get("source"), source) and _unchanged(entry.get("copy"), dest)):
             return None
-        size, algo, digest = entry.get("bytes"), entry.get("algo"), entry.get("digest")
-        if not (isinstance(size, int) and isinstance(algo, str) and isinstance(digest, str)):
+        size, digest = entry.get("bytes"), entry.get("digest")
+        if not (isinstance(size, int) and isinstance(digest, str)):
             return None  # a damaged record vouches for nothing: the file is copied again
         return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size, reused=True)
+
+    def forget_completed(self) -> None:
+        """``--restart``: vouch for nothing the earlier run did."""
+        self._done.clear()
 
     def done(self, result: FileResult) -> None:
         """Note a completed file; a failure to write here only costs a copy next time."""
@@ -286,7 +300,7 @@ def _parse(line: str) -> dict[str, object] | None:
 
 
 class TreeCopy:
-    """What ``openspec resume`` says about one unfinished tree copy."""
+    """What ``openspec resume`` says about one unfinished copy of a tree or of several files."""
 
     __slots__ = ("journal", "source", "dest", "marker", "files_done", "updated")
     #: ``marker`` None for a copy into a folder that was there already (see TreeJournal).
@@ -338,7 +352,7 @@ def _read_tree(path: str) -> TreeCopy | None:
 
 
 def list_trees() -> list[TreeCopy]:
-    """Every tree copy with a journal, oldest first (by when it last completed a file)."""
+    """Every unfinished copy with a journal, oldest first (by when it last completed a file)."""
     directory = os.path.join(state_dir(), "trees")
     try:
         with os.scandir(directory) as entries:
@@ -376,7 +390,7 @@ def _prune_tree(tree: TreeCopy, older_than: float | None, now: float) -> list[st
         why = "unreadable" if tree.source is None else f"'{tree.dest}' no longer holds it"
         with contextlib.suppress(OSError):
             os.unlink(tree.journal)
-            return [f"journal of a tree copy ({why})"]
+            return [f"journal of an unfinished copy ({why})"]
         return []
     if older_than is None or now - tree.updated <= older_than:
         return []
@@ -384,6 +398,10 @@ def _prune_tree(tree: TreeCopy, older_than: float | None, now: float) -> list[st
         remove_keeping_dir_times(tree.marker)
     with contextlib.suppress(OSError):
         os.unlink(tree.journal)
-        idle = f"idle for {(now - tree.updated) / 3600:.1f} h"
-        return [f"unfinished tree copy '{tree.source}' -> '{tree.dest}' ({idle})"]
+        idle = f"idle for {_idle(now - tree.updated)}"
+        return [f"unfinished copy of '{tree.source}' -> '{tree.dest}' ({idle})"]
     return []
+
+
+def _idle(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds:.0f} s"

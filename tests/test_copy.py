@@ -1088,6 +1088,46 @@ def test_a_file_in_a_read_only_folder_is_refused_with_the_real_reason(
     assert snapshot(tmp_path) == before
 
 
+def test_two_sources_for_one_name_are_refused_and_one_named_twice_is_copied_once(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cp: "will not overwrite just-created"; with -j the winner was a matter of chance."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("A", "B", "out"):
+        Path(folder).mkdir()
+    data = write_random(Path("A") / "x", 10)
+    write_random(Path("B") / "x", 10, seed=1)
+    before = snapshot(tmp_path)
+
+    clash = invoke(runner, ["copy", "-j", "4", "A/x", "B/x", "out"])
+    assert "will not overwrite just-created 'out/x' with 'B/x'" in assert_refused(
+        clash, USAGE, tmp_path, before, "B/x"
+    )
+
+    twice = copy_json(runner, "A/x", "./A/x", "A/x", "out")
+
+    assert len(twice["files"]) == 1
+    assert (tmp_path / "out" / "x").read_bytes() == data
+
+
+def test_several_small_files_need_no_writable_state_dir(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    permission_checked: Callable[[], object] | None,
+) -> None:
+    """Their journal only spares a rerun some copying; without it, they are still copied."""
+    (tmp_path / "ro").mkdir(mode=0o555)
+    monkeypatch.setenv("OPENSPEC_STATE_DIR", str(tmp_path / "ro" / "state"))
+    write_random(tmp_path / "a", 10)
+    write_random(tmp_path / "b", 10, seed=1)
+    (tmp_path / "out").mkdir()
+
+    result = run_openspec(["copy", "a", "b", "out"], cwd=tmp_path, preexec_fn=permission_checked)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "b").read_bytes() == (tmp_path / "b").read_bytes()
+
+
 def test_unwritable_destination_directory_is_refused(
     tmp_path: Path, permission_checked: Callable[[], object] | None
 ) -> None:

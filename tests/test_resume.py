@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -725,7 +726,7 @@ def test_resume_lists_an_unfinished_tree_copy_and_prune_forgets_an_idle_one(
     two_hours_ago = time.time() - 7200
     os.utime(journal, (two_hours_ago, two_hours_ago))
     pruned = openspec("resume", "--prune", "--older-than", "1h", env=env, check=True)
-    assert f"removed unfinished tree copy '{src}' -> '{backup}' (idle for 2.0 h)" in pruned.stderr
+    assert f"removed unfinished copy of '{src}' -> '{backup}' (idle for 2.0 h)" in pruned.stderr
     assert not journal.exists()
     assert not marker.exists()
     assert "tree" not in openspec("resume", env=env, check=True).stdout
@@ -798,8 +799,8 @@ def test_prune_forgets_a_tree_copy_whose_directory_is_gone(
     assert f"'{src}' -> '{backup}': '{backup}' no longer holds it (forget it: " in listed
     assert "unreadable journal" in listed
     pruned = openspec("resume", "--prune", env=env, check=True)
-    assert f"journal of a tree copy ('{backup}' no longer holds it)" in pruned.stderr
-    assert "journal of a tree copy (unreadable)" in pruned.stderr
+    assert f"journal of an unfinished copy ('{backup}' no longer holds it)" in pruned.stderr
+    assert "journal of an unfinished copy (unreadable)" in pruned.stderr
     assert tree_journals(env) == []
     assert "tree" not in openspec("resume", env=env, check=True).stdout
 
@@ -935,6 +936,92 @@ def test_running_a_copy_into_an_existing_folder_again_skips_what_it_finished(
             copied = root / (name if form != "several files" else Path(name).name)
             assert copied.read_bytes() == content
     assert "unfinished" not in openspec("resume", env=env).stdout
+
+
+@pytest.fixture
+def cut_short_pair(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], Path]:
+    """``copy a.bin c.bin out`` stopped once a.bin is complete (c.bin is not)."""
+    make_source_tree(tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(tmp_path / "src" / "a.bin"), str(tmp_path / "src" / "sub" / "c.bin"), str(out)]
+    interrupt_copy(env, *args, done=[out / "a.bin"])
+    return args, out
+
+
+def rerun(env: dict[str, str], *args: str) -> dict[str, dict[str, Any]]:
+    done = openspec("copy", "--json", *args, env=env, check=True)
+    return {Path(f["dest"]).name: f for f in json.loads(done.stdout)["files"]}
+
+
+def test_a_rerun_takes_the_sources_in_any_order(
+    env: dict[str, str], cut_short_pair: tuple[list[str], Path]
+) -> None:
+    (a, c, out), _ = cut_short_pair
+    assert rerun(env, c, a, out)["a.bin"]["resumed_from"] == 8 << 20
+
+
+@pytest.mark.parametrize("option", ["--restart", "--algo sha256"])
+def test_a_rerun_copies_again_what_the_journal_cannot_vouch_for_as_asked(
+    env: dict[str, str], cut_short_pair: tuple[list[str], Path], option: str
+) -> None:
+    """--restart means start over; another --algo needs digests the journal does not have."""
+    args, _ = cut_short_pair
+    assert rerun(env, *option.split(), *args)["a.bin"]["resumed_from"] == 0
+
+
+def test_a_rerun_verifies_and_lists_what_it_reuses(
+    tmp_path: Path, env: dict[str, str], cut_short_pair: tuple[list[str], Path]
+) -> None:
+    """--verify and --sums on the rerun cover every file, also those an earlier run copied."""
+    args, out = cut_short_pair
+    sums = tmp_path / "SUMS"
+
+    files = rerun(env, "--verify", "--sums", str(sums), *args)
+
+    assert files["a.bin"]["resumed_from"] == 8 << 20
+    assert files["a.bin"]["verified"] is True
+    check = subprocess.run(["xxh128sum", "-c", str(sums)], capture_output=True, text=True)
+    assert check.returncode == 0, check
+    assert sorted(line.split("  ")[1] for line in sums.read_text().splitlines()) == [
+        str(out / "a.bin"),
+        str(out / "c.bin"),
+    ]
+
+
+def test_a_rerun_with_one_file_left_finishes_the_journal(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A file deleted from the tree meanwhile leaves one to copy: the journal must still be
+    taken up and finished, not listed as unfinished for ever."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    make_source(src / "a.bin", 8 << 20)
+    make_source(src / "z.bin", 24 << 20)
+    interrupt_copy(env, "-r", str(src), str(out), done=[out / "src" / "a.bin"])
+    (src / "a.bin").unlink()
+
+    openspec("copy", "-r", str(src), str(out), env=env, check=True)
+
+    assert tree_journals(env) == []
+    assert "unfinished" not in openspec("resume", env=env).stdout
+
+
+def test_a_file_in_proc_is_never_taken_as_done(tmp_path: Path, env: dict[str, str]) -> None:
+    """Its stat stays the same while its content changes: no journal can vouch for it."""
+    make_source(tmp_path / "big.bin", PACED_SIZE)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["/proc/uptime", str(tmp_path / "big.bin"), str(out)]
+    proc = start("copy", "-L", "4M", *args, env=env)
+    wait_for_progress(env, 1 << 20, proc)  # big.bin's: uptime, first, is done
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (out / "uptime").exists()
+
+    assert rerun(env, *args)["uptime"]["resumed_from"] == 0
 
 
 def test_a_completed_file_changed_since_is_copied_again(
