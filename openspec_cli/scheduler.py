@@ -516,11 +516,14 @@ def copy_all(
     governor.cleanup.register("unreferenced memory", Priority.DEFERRED, gc.collect)
     options = options.replace(pacer=governor)
     watched = GovernedObserver(governor, observer or NullObserver())
-    file_steps, made = (
-        prepare_tree(steps, options, journal.made_root, ours=True)
-        if journal is not None and journal.marked  # it made the tree's root
-        else prepare_tree(steps, options)
-    )
+    if journal is None:
+        file_steps, made = prepare_tree(steps, options)
+    elif journal.marked:  # it made the tree's root: all in it is its own
+        file_steps, made = prepare_tree(steps, options, journal.made_root, ours=lambda _: True)
+    else:
+        file_steps, made = prepare_tree(
+            steps, options, ours=journal.owns_dir, made=journal.made_dir
+        )
     known = known_transfers()
 
     def task(step: Step) -> Callable[[], object]:

@@ -51,15 +51,16 @@ def prepare_tree(
     steps: list[Step],
     options: CopyOptions,
     made_root: Callable[[], None] | None = None,
-    ours: bool = False,
+    ours: Callable[[str], bool] | None = None,
+    made: Callable[[str], None] | None = None,
 ) -> tuple[list[Step], list[Made]]:
     """Make the directories, symlinks and special files of a plan; return the file steps left
     to copy and the directories that are the copy's own (see :func:`finish_tree`).
 
     ``made_root`` is called as soon as the first directory (the tree's root) exists: a tree
     copy marks it then, so that an interrupt among thousands of directories still leaves a
-    copy that running it again continues. ``ours``: the root is this copy's (an earlier run of
-    it made it), so every directory in it is too.
+    copy that running it again continues. ``ours(path)``: an existing folder an earlier run of
+    this copy made. ``made(path)`` is told of each folder made now, for the next run to know.
 
     A new directory gets its source's permissions for group and others at once, never more
     (a 0700 source folder is not readable by others while its files are copied in), and all
@@ -67,7 +68,7 @@ def prepare_tree(
     interrupted copy made inside an existing one is never left wider, nor stuck private.
     """
     files: list[Step] = []
-    made: list[Made] = []
+    own: list[Made] = []
     for step in steps:
         try:
             if step.kind == "dir":
@@ -75,14 +76,16 @@ def prepare_tree(
                     os.mkdir(step.dest, 0o700)
                     source_mode = stat.S_IMODE(os.stat(step.source).st_mode)
                     os.chmod(step.dest, source_mode | stat.S_IRWXU)
+                    if made is not None:
+                        made(step.dest)
                     mine = True
                 except FileExistsError:
                     if not os.path.isdir(step.dest):
                         raise
-                    mine = ours
+                    mine = ours is not None and ours(step.dest)
                 if mine:
                     st = os.lstat(step.dest)
-                    made.append((step, st.st_dev, st.st_ino))
+                    own.append((step, st.st_dev, st.st_ino))
                 if made_root is not None:
                     made_root()
                     made_root = None
@@ -94,7 +97,7 @@ def prepare_tree(
                 files.append(step)
         except OSError as err:
             raise from_os_error(err, step.source, step.dest) from err
-    return files, made
+    return files, own
 
 
 def finish_tree(made: list[Made]) -> None:

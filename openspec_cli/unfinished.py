@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from openspec_cli.checkpoint import Fingerprint, partial_locked, state_dir, try_lock
 from openspec_cli.errors import UsageError
+from openspec_cli.records import Record
 from openspec_cli.transfer import FileResult
 from openspec_cli.tree import remove_keeping_dir_times
 
@@ -99,6 +100,7 @@ class TreeJournal:
         self.token = token
         self.marked = marked
         self._done = done
+        self._made: set[str] = set()  # folders an earlier run made (unmarked journals)
         self._lock = threading.Lock()
         self._held = -1  # an fd holding the journal's flock while this copy runs
 
@@ -160,12 +162,12 @@ class TreeJournal:
     def _read_locked(cls, fd: int, path: str, key: str, dest: str) -> TreeJournal | None:
         with os.fdopen(os.dup(fd), encoding="utf-8", errors="surrogateescape") as fh:
             decoded = _decode(fh.read())
-        if decoded is None or decoded[:2] != (key, os.path.abspath(dest)):
+        if decoded is None or (decoded.key, decoded.dest) != (key, os.path.abspath(dest)):
             return None  # not ours or unreadable: cp's rule applies
-        _, recorded_dest, token, records, marked = decoded
-        done = {str(r["dest"]): r for r in records}
-        journal = cls(path, recorded_dest, token, done, marked)
-        if not _in_place(recorded_dest, journal.marker if marked else None):
+        done = {str(r["dest"]): r for r in decoded.done}
+        journal = cls(path, decoded.dest, decoded.token, done, decoded.marked)
+        journal._made = decoded.made
+        if not _in_place(decoded.dest, journal.marker if decoded.marked else None):
             finished(path)  # that directory is gone: whatever is there now is not ours
             return None
         return journal
@@ -199,6 +201,16 @@ class TreeJournal:
         if not (isinstance(size, int) and isinstance(digest, str)):
             return None  # a damaged record vouches for nothing: the file is copied again
         return FileResult(source, dest, size, algo, digest, 0.0, resumed_from=size, reused=True)
+
+    def made_dir(self, path: str) -> None:
+        """Note a folder this copy made in a destination that was there: a rerun after an
+        interrupt gives it its source's mode and times, as it does for the ones it makes."""
+        with contextlib.suppress(OSError):
+            self._append({"made_dir": os.path.abspath(path)})
+
+    def owns_dir(self, path: str) -> bool:
+        """Whether an earlier run of this copy made the folder ``path``."""
+        return os.path.abspath(path) in self._made
 
     def forget_completed(self) -> None:
         """``--restart``: vouch for nothing the earlier run did."""
@@ -273,9 +285,31 @@ def _marker(dest: str, token: str) -> str:
     return os.path.join(dest, f"{MARKER_PREFIX}{token}")
 
 
-def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]], bool] | None:
-    """(sources key, dest, token, completed-file records, marked) of a journal; None when its
-    header is not one this version wrote. Torn or foreign record lines are left out."""
+class _Decoded(Record):
+    """What a journal says: its header, the files it completed, the folders it made."""
+
+    __slots__ = ("key", "dest", "token", "done", "made", "marked")
+
+    def __init__(
+        self,
+        key: str,
+        dest: str,
+        token: str,
+        done: list[dict[str, object]],
+        made: set[str],
+        marked: bool,
+    ) -> None:
+        self.key = key
+        self.dest = dest
+        self.token = token
+        self.done = done
+        self.made = made
+        self.marked = marked
+
+
+def _decode(text: str) -> _Decoded | None:
+    """A journal's contents; None when its header is not one this version wrote. Torn or
+    foreign record lines are left out."""
     records = [_parse(line) for line in text.splitlines()]
     header = (records[0] if records else None) or {}
     source, dest, token = header.get("source"), header.get("dest"), header.get("token")
@@ -284,7 +318,8 @@ def _decode(text: str) -> tuple[str, str, str, list[dict[str, object]], bool] | 
     ):
         return None
     done = [r for r in records[1:] if r is not None and "dest" in r]
-    return source, dest, token, done, header.get("marked") is not False
+    made = {str(r["made_dir"]) for r in records[1:] if r is not None and "made_dir" in r}
+    return _Decoded(source, dest, token, done, made, header.get("marked") is not False)
 
 
 def _parse(line: str) -> dict[str, object] | None:
@@ -346,9 +381,8 @@ def _read_tree(path: str) -> TreeCopy | None:
     decoded = _decode(text)
     if decoded is None:
         return TreeCopy(path, updated=updated)
-    source, dest, token, records, marked = decoded
-    marker = _marker(dest, token) if marked else None
-    return TreeCopy(path, shown(source), dest, marker, len(records), updated)
+    marker = _marker(decoded.dest, decoded.token) if decoded.marked else None
+    return TreeCopy(path, shown(decoded.key), decoded.dest, marker, len(decoded.done), updated)
 
 
 def list_trees() -> list[TreeCopy]:

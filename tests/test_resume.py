@@ -1008,6 +1008,31 @@ def test_a_rerun_with_one_file_left_finishes_the_journal(
     assert "unfinished" not in openspec("resume", env=env).stdout
 
 
+def test_folders_an_interrupted_copy_made_in_an_existing_one_get_their_modes_on_the_rerun(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The journal records the folders it made, so the rerun finishes them as an unbroken
+    copy would: a read-only source folder is read-only again, times are the source's."""
+    src, out = tmp_path / "tree", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    out.mkdir()
+    make_source(src / "a.bin", 8 << 20)
+    make_source(src / "sub" / "z.bin", 24 << 20)
+    (src / "sub").chmod(0o555)
+    for folder in (src / "sub", src):
+        os.utime(folder, ns=(1_000_000_000, 1_000_000_000))
+    interrupt_copy(env, "-r", str(src), str(out), done=[out / "tree" / "a.bin"])
+
+    openspec("copy", "-r", str(src), str(out), env=env, check=True)
+
+    sub, top = (out / "tree" / "sub").stat(), (out / "tree").stat()
+    assert (stat.S_IMODE(sub.st_mode), sub.st_mtime_ns, top.st_mtime_ns) == (
+        0o555,
+        1_000_000_000,
+        1_000_000_000,
+    )
+
+
 def test_a_file_in_proc_is_never_taken_as_done(tmp_path: Path, env: dict[str, str]) -> None:
     """Its stat stays the same while its content changes: no journal can vouch for it."""
     make_source(tmp_path / "big.bin", PACED_SIZE)
