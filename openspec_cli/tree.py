@@ -23,21 +23,27 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def _make_room(step: Step, options: CopyOptions) -> bool:
+    """Clear the name for a symlink or special file made anew; False when ``-n`` keeps what
+    is there."""
+    if not os.path.lexists(step.dest):
+        return True
+    if options.no_clobber:
+        return False
+    os.unlink(step.dest)
+    return True
+
+
 def _copy_link(step: Step, options: CopyOptions) -> None:
-    if os.path.lexists(step.dest):
-        if options.no_clobber:
-            return
-        os.unlink(step.dest)
-    os.symlink(os.readlink(step.source), step.dest)
+    if _make_room(step, options):
+        os.symlink(os.readlink(step.source), step.dest)
 
 
 def _make_special(step: Step, options: CopyOptions) -> None:
     """A FIFO, socket or device node like the source's (see ``plan._made_anew``)."""
+    if not _make_room(step, options):
+        return
     st = os.lstat(step.source)
-    if os.path.lexists(step.dest):
-        if options.no_clobber:
-            return
-        os.unlink(step.dest)
     os.mknod(step.dest, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
     os.chmod(step.dest, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
     os.utime(step.dest, ns=(st.st_atime_ns, st.st_mtime_ns))
