@@ -99,6 +99,8 @@ def copy(
         # Only an optimisation: without a writable state dir, a rerun copies them again.
         with contextlib.suppress(OSError, checkpoint.CheckpointError):
             journal = unfinished.TreeJournal.begin(srcs, dest, marked=False)
+    if journal is not None:
+        options = options.replace(journal=journal.path)
     try:
         report = scheduler.copy_all(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
@@ -149,7 +151,9 @@ def resume(
 ) -> FileResult:
     """Finish an interrupted transfer from its last verified point (or from zero: ``restart``)."""
     options = CopyOptions(limiter=_limiter(limit_rate), restart=restart)
-    return transfer.resume(transfer_id, options, observer, plan.check_replaceable)
+    return transfer.resume(
+        transfer_id, options, observer, plan.check_replaceable, unfinished.note_resumed
+    )
 
 
 def transfers() -> list[checkpoint.Checkpoint | checkpoint.BrokenCheckpoint]:

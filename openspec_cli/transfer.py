@@ -76,6 +76,7 @@ class CopyOptions(Record):
         "sleep",
         "pacer",
         "no_cache",
+        "journal",
     )
 
     def __init__(
@@ -92,6 +93,7 @@ class CopyOptions(Record):
         sleep: Callable[[float], None] = time.sleep,
         pacer: Pacer | None = None,
         no_cache: bool = False,
+        journal: str | None = None,
     ) -> None:
         self.algo = algo
         self.recursive = recursive
@@ -105,6 +107,8 @@ class CopyOptions(Record):
         self.sleep = sleep
         self.pacer = pacer
         self.no_cache = no_cache
+        #: The journal of the copy of several files this transfer is part of (see unfinished).
+        self.journal = journal
 
     def persistent(self, dest: str) -> dict[str, Any]:
         """The options a later ``resume`` must honour, stored in the checkpoint.
@@ -120,6 +124,7 @@ class CopyOptions(Record):
             "sums_name": dest if self.sums_path else None,
             "checkpoint_every": self.checkpoint_every,
             "no_clobber": self.no_clobber,
+            "journal": self.journal,
         }
 
 
@@ -787,6 +792,7 @@ def _options_for(cp: Checkpoint, base: CopyOptions) -> CopyOptions:
         sleep=base.sleep,
         pacer=base.pacer,
         no_cache=base.no_cache,
+        journal=stored.get("journal"),
     )
 
 
@@ -795,12 +801,14 @@ def resume(
     options: CopyOptions | None = None,
     observer: Observer | None = None,
     check_dest: Callable[[str, str, bool], None] | None = None,
+    finished: Callable[[str, FileResult], None] | None = None,
 ) -> FileResult:
     """Continue transfer ``transfer_id`` (``restart`` in options: start it over).
 
     ``check_dest(source, dest, no_clobber)``: what planning refuses of an existing destination
     (someone else's file, a write-protected one), applied before starting over, which writes
-    a new copy as a fresh ``copy`` would.
+    a new copy as a fresh ``copy`` would. ``finished(journal, result)``: told of the file
+    completed, when the transfer was part of a copy of several files with that journal.
     """
     options = options or CopyOptions()
     cp = ckpt.load(transfer_id)
@@ -827,6 +835,9 @@ def resume(
         named = result.replace(dest=name) if name else result
         append_sum_line(opts.sums_path, named)
         keep_last_sum_lines(opts.sums_path, [named])
+    journal = cp.options.get("journal")
+    if finished is not None and isinstance(journal, str):
+        finished(journal, result)
     return result
 
 

@@ -218,21 +218,10 @@ class TreeJournal:
 
     def done(self, result: FileResult) -> None:
         """Note a completed file; a failure to write here only costs a copy next time."""
-        if result.skipped or result.digest is None or result.fingerprints is None:
-            return
-        source, copy = result.fingerprints
-        try:
-            entry = {
-                "dest": copy.path,
-                "source": source.as_dict(),
-                "copy": copy.as_dict(),
-                "bytes": result.bytes,
-                "algo": result.algo,
-                "digest": result.digest,
-            }
-            self._append(entry)
-        except OSError:
-            return
+        entry = _completed(result)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                self._append(entry)
 
     def _append(self, record: dict[str, object]) -> None:
         line = (json.dumps(record) + "\n").encode(errors="surrogateescape")
@@ -252,6 +241,38 @@ class TreeJournal:
         if self._held >= 0:
             os.close(self._held)
             self._held = -1
+
+
+def _completed(result: FileResult) -> dict[str, object] | None:
+    """The journal's record of a file completed, or None when nothing can vouch for it."""
+    if result.skipped or result.digest is None or result.fingerprints is None:
+        return None
+    source, copy = result.fingerprints
+    return {
+        "dest": copy.path,
+        "source": source.as_dict(),
+        "copy": copy.as_dict(),
+        "bytes": result.bytes,
+        "algo": result.algo,
+        "digest": result.digest,
+    }
+
+
+def note_resumed(journal: str, result: FileResult) -> None:
+    """A file of an interrupted copy, finished by ``openspec resume``: its copy's journal
+    learns of it, so that running that copy again does not copy it a second time. Only an
+    existing journal, appended to in one write (as a running copy appends, whose lock we
+    leave alone); failing only costs that copy."""
+    entry = _completed(result)
+    if entry is None:
+        return
+    line = (json.dumps(entry) + "\n").encode(errors="surrogateescape")
+    with contextlib.suppress(OSError):
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 def _lock(path: str, key: str, dest: str, create: bool) -> int:

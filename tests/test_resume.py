@@ -961,6 +961,19 @@ def test_a_rerun_takes_the_sources_in_any_order(
     assert rerun(env, c, a, out)["a.bin"]["resumed_from"] == 8 << 20
 
 
+def test_a_file_resume_finished_is_not_copied_again_by_the_rerun(
+    env: dict[str, str], cut_short_pair: tuple[list[str], Path]
+) -> None:
+    """resume --all finishes c.bin; the copy run again afterwards finds both done."""
+    args, _ = cut_short_pair
+    openspec("resume", "--all", env=env, check=True)
+
+    files = rerun(env, *args)
+
+    assert files["a.bin"]["resumed_from"] == 8 << 20
+    assert files["c.bin"]["resumed_from"] == 24 << 20
+
+
 @pytest.mark.parametrize("option", ["--restart", "--algo sha256"])
 def test_a_rerun_copies_again_what_the_journal_cannot_vouch_for_as_asked(
     env: dict[str, str], cut_short_pair: tuple[list[str], Path], option: str
