@@ -47,7 +47,8 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ),
     ExitCode.USAGE: (
         "Bad arguments or unusable input (missing file, a directory without -r, source and "
-        "destination the same); nothing was changed."
+        "destination the same); nothing was changed (cat: the inputs it could read were "
+        "written)."
     ),
     ExitCode.IO_ERROR: (
         "Reading or writing failed (no space, device error, permission lost mid-copy, source "
