@@ -1128,6 +1128,17 @@ def test_several_small_files_need_no_writable_state_dir(
     assert (tmp_path / "out" / "b").read_bytes() == (tmp_path / "b").read_bytes()
 
 
+def test_a_name_with_a_newline_stays_on_one_error_line(tmp_path: Path) -> None:
+    """Control characters in a name are escaped: the message is one line, and no terminal
+    escape sequence reaches the screen."""
+    result = run_openspec(["copy", "no\nsuch\x1b[31m", "out"], cwd=tmp_path)
+
+    assert result.returncode == USAGE
+    assert result.stderr == (
+        b"openspec: cannot stat 'no\\nsuch\\x1b[31m': No such file or directory\n"
+    )
+
+
 def test_unwritable_destination_directory_is_refused(
     tmp_path: Path, permission_checked: Callable[[], object] | None
 ) -> None:
