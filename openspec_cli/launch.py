@@ -140,6 +140,14 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C while starting (imports, parsing): no traceback
         sys.stderr.write("openspec: interrupted\n")
         raise SystemExit(130) from None  # ExitCode.INTERRUPTED, without importing errors
+    except BaseException as exc:
+        # A second SIGTERM landing while a command reports the first (before it ignores more):
+        # its Interrupted escapes the command's handler. One line and its status, still.
+        errors = sys.modules.get("openspec_cli.errors")
+        if errors is None or not isinstance(exc, errors.Interrupted):
+            raise
+        sys.stderr.write(f"openspec: {exc.message}\n")
+        raise SystemExit(int(exc.exit_code)) from None
 
 
 def _dispatch(argv: list[str]) -> None:

@@ -271,6 +271,26 @@ def test_ctrl_c_while_starting_is_one_line_and_130(
     assert capsys.readouterr().err == "openspec: interrupted\n"
 
 
+def test_a_signal_escaping_a_commands_handler_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second SIGTERM landing while the command reports the first raises outside its handler
+    (seen in CI, 1 ms apart): a traceback and exit 1 before."""
+    from openspec_cli import commands
+    from openspec_cli.errors import ExitCode, Interrupted
+
+    def terminated_while_reporting(**_: object) -> None:
+        raise Interrupted("terminated", ExitCode.TERMINATED)
+
+    monkeypatch.setattr(commands.settings, "owns_process", False)  # launch sets it: put back
+    monkeypatch.setattr(commands, "verify", terminated_while_reporting)
+    monkeypatch.setattr(sys, "argv", ["openspec", "verify", "f"])
+    with pytest.raises(SystemExit) as exited:
+        launch.main()
+    assert exited.value.code == 143
+    assert capsys.readouterr().err == "openspec: terminated\n"
+
+
 def test_a_copy_loads_neither_platformdirs_nor_pathlib(tmp_path: Path) -> None:
     """Together they were a third of a small copy's start-up (see checkpoint.state_dir)."""
     (tmp_path / "f").write_bytes(b"data")
