@@ -113,7 +113,7 @@ def copy(
         if sums is not None:  # reused files too: the run that last wrote one is the newest line
             keep_last_sum_lines(sums, report.files)
     except (Interrupted, KeyboardInterrupt) as exc:
-        if tree is None and sum(1 for step in steps if step.kind == "file") <= 1:
+        if tree is None and files <= 1:
             raise  # its own hint: openspec resume ID
         # resume --all would finish only the files that had started. (A Ctrl-C between two
         # files arrives here as KeyboardInterrupt, not as a transfer's Interrupted.)

@@ -144,15 +144,14 @@ def _same_entry(a: str, b: str) -> bool:
 
 def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) -> list[Step]:
     if _copied_as_link(src, recursive):
-        target_st = _lstat(target)
-        if target_st is not None and stat.S_ISDIR(target_st.st_mode):
-            raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+        _refuse_directory_in_the_way(src, target, _lstat(target))
         return [Step("link", src, target)]
     st = _stat_source(src)
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
             raise UsageError(f"-r not specified; omitting directory '{src}'")
-        _refuse_into_itself(src, target, [st])
+        where = _where(target)
+        _refuse_into_itself(src, target, where, [st])
         target_st = _lstat(target)
         if target_st is not None and not stat.S_ISDIR(target_st.st_mode):
             raise UsageError(f"cannot overwrite non-directory '{target}' with directory '{src}'")
@@ -163,7 +162,7 @@ def _plan_one(src: str, target: str, recursive: bool, no_clobber: bool = False) 
                 raise UsageError(f"cannot create directory '{target}': {reason}")
         steps = list(_walk_tree(src, target, no_clobber))
         inner = (os.stat(step.source) for step in steps[1:] if step.kind == "dir")
-        _refuse_into_itself(src, target, inner)
+        _refuse_into_itself(src, target, where, inner)
         return steps
     _check_file_target(src, st, target, no_clobber)  # as named first: messages use that name
     resolved = _through_symlink(target)
@@ -187,11 +186,12 @@ def _where(target: str) -> set[tuple[int, int]]:
         path = parent
 
 
-def _refuse_into_itself(src: str, target: str, dirs: Iterable[os.stat_result]) -> None:
-    """cp's "into itself": by path, or when one of the tree's directories ``dirs`` is where
-    the copy would go (the tree, or a folder in it, bind-mounted at the destination)."""
+def _refuse_into_itself(
+    src: str, target: str, where: set[tuple[int, int]], dirs: Iterable[os.stat_result]
+) -> None:
+    """cp's "into itself": by path, or when one of the tree's directories ``dirs`` is ``where``
+    the copy would go (see :func:`_where`: the tree, or a folder in it, bind-mounted there)."""
     real_src, real_target = os.path.realpath(src), os.path.realpath(target)
-    where = _where(target)
     if (
         real_target == real_src
         or real_target.startswith(real_src + os.sep)
@@ -251,6 +251,12 @@ def _user_name(uid: int) -> str:
         return f"user {uid}"
 
 
+def _refuse_directory_in_the_way(src: str, target: str, target_st: os.stat_result | None) -> None:
+    """A file, symlink or special file is never put where a directory is (cp refuses too)."""
+    if target_st is not None and stat.S_ISDIR(target_st.st_mode):
+        raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+
+
 def _refuse_same_file(src: str, st: os.stat_result, target: str) -> None:
     """Copying a file onto itself, whatever the spelling, would truncate it (cp refuses too)."""
     with contextlib.suppress(OSError):
@@ -269,8 +275,7 @@ def _check_replaceable(
     Nor for a file we may not write: cp opens it for writing and is refused, while a rename
     needs only the directory, and would replace a write-protected or someone else's file."""
     mode = target_st.st_mode
-    if stat.S_ISDIR(mode):
-        raise UsageError(f"cannot overwrite directory '{target}' with non-directory '{src}'")
+    _refuse_directory_in_the_way(src, target, target_st)
     if no_clobber:
         return  # it is skipped
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
@@ -333,11 +338,7 @@ def _walk_tree(src: str, target: str, no_clobber: bool = False) -> Iterator[Step
                 _check_file_target_in_tree(child_src, st, child_dst, no_clobber)
                 yield Step.file(child_src, child_dst, st)
             elif _made_anew(st.st_mode):
-                target_st = _lstat(child_dst)
-                if target_st is not None and stat.S_ISDIR(target_st.st_mode):
-                    raise UsageError(
-                        f"cannot overwrite directory '{child_dst}' with non-directory '{child_src}'"
-                    )
+                _refuse_directory_in_the_way(child_src, child_dst, _lstat(child_dst))
                 yield Step("special", child_src, child_dst)
             else:
                 raise UsageError(f"cannot copy '{child_src}': {kind_name(st.st_mode)}")
