@@ -6,6 +6,7 @@ reads or writes the user's real one and no test sees another's transfers.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -298,3 +299,22 @@ def permission_checked(tmp_path_factory: pytest.TempPathFactory) -> Callable[[],
     if b"PermissionError" not in denied.stderr:
         pytest.skip("root bypasses file permissions")
     return _drop_dac_capabilities
+
+
+@contextlib.contextmanager
+def mounted(at: Path, *how: str) -> Iterator[Path]:
+    """A real mount (``mount HOW... AT``) for the test's length, unmounted afterwards; the test
+    is skipped where this machine or user cannot mount."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    at.mkdir(exist_ok=True)
+    try:
+        done = subprocess.run(["mount", *how, str(at)], capture_output=True, check=False)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if done.returncode:
+        pytest.skip(f"cannot mount here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", str(at)], check=True)

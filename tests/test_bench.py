@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OPENSPEC, default_sigint, invoke, wait_for
+from conftest import OPENSPEC, default_sigint, invoke, mounted, wait_for
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -536,21 +536,15 @@ def test_a_failed_scenario_says_why_in_one_line(tmp_path: Path) -> None:
     assert bench._why(child, tmp_path) == "exit status 1, no message"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_too_small_a_disk_is_refused_before_anything_runs(tmp_path: Path) -> None:
     """A 10 MiB scenario holds its source and two copies at once: 40 MiB is not enough."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=40m", "tmpfs") as mnt:
         result = subprocess.run(
             [*OPENSPEC, "bench", "--quick", "--sizes", "10M", "--concurrency", "1",
              "--dir", str(mnt)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         left = list(mnt.iterdir())
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
     assert result.returncode == 2, result.stderr
     assert "free" in result.stderr.strip().splitlines()[-1]
     assert left == []

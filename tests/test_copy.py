@@ -23,6 +23,7 @@ from conftest import (
     assert_refused,
     invoke,
     kill_quietly,
+    mounted,
     partial_bytes,
     partials,
     random_bytes,
@@ -620,17 +621,9 @@ def test_a_tree_of_hard_links_to_the_source_is_refused(runner: CliRunner, tmp_pa
 @pytest.fixture
 def bind_mount_of_src(tmp_path: Path) -> Iterator[Path]:
     """``bound``: the directory ``src`` again, through a bind mount (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("a bind mount needs root")
     make_tree(tmp_path / "src")
-    bound = tmp_path / "bound"
-    bound.mkdir()
-    if subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(bound)]).returncode:
-        pytest.skip("this machine does not allow bind mounts")
-    try:
+    with mounted(tmp_path / "bound", "--bind", str(tmp_path / "src")) as bound:
         yield bound
-    finally:
-        subprocess.run(["umount", str(bound)], check=True)
 
 
 def test_a_bind_mount_of_a_folder_inside_the_source_is_seen_through(
@@ -638,15 +631,9 @@ def test_a_bind_mount_of_a_folder_inside_the_source_is_seen_through(
 ) -> None:
     """``bound`` is ``src``: mount a folder of it elsewhere and copy the tree below that."""
     src, sub = tmp_path / "src", tmp_path / "src" / "sub"
-    inner = tmp_path / "inner"
-    inner.mkdir()
-    if subprocess.run(["mount", "--bind", str(sub), str(inner)]).returncode:
-        pytest.skip("this machine does not allow bind mounts")
-    try:
+    with mounted(tmp_path / "inner", "--bind", str(sub)) as inner:
         before = snapshot(src)
         result = invoke(runner, ["copy", "-r", str(src), str(inner / "new")])
-    finally:
-        subprocess.run(["umount", str(inner)], check=True)
 
     assert result.exit_code == USAGE, result.stderr
     assert "into itself" in result.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from conftest import mounted
 
 from openspec_cli import checkpoint, engine, transfer
 from openspec_cli.errors import OpenspecError, TransferIOError
@@ -199,22 +200,8 @@ def test_real_injected_io_errors_with_fiu_run(tmp_path: Path, state: Path, point
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-            check=True,
-            capture_output=True,
-        )
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount tmpfs here: {exc}")
-    try:
+    with mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=8m", "tmpfs") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_a_small_file_onto_a_full_disk_is_refused_before_any_byte(
