@@ -638,12 +638,22 @@ def journal_lists(env: dict[str, str], path: Path) -> bool:
     return path.exists() and any(f'"{path}"' in j.read_text() for j in journals)
 
 
-def interrupt_copy(env: dict[str, str], *args: str, done: list[Path]) -> Path:
+def checkpointed(env: dict[str, str]) -> bool:
+    """Whether some transfer has its checkpoint saved (it has started)."""
+    return any((Path(env[STATE]) / "transfers").glob("*.json"))
+
+
+def interrupt_copy(
+    env: dict[str, str], *args: str, done: list[Path], next_started: bool = False
+) -> Path:
     """Run ``openspec copy ARGS`` paced; stop it with SIGINT once one of ``done`` is journaled
-    as complete, and return that one."""
+    as complete (and, with ``next_started``, the next file's transfer has begun), and return
+    that one."""
     proc = start("copy", "-L", "4M", *args, env=env)
     deadline = time.monotonic() + 30
-    while not (finished := [path for path in done if journal_lists(env, path)]):
+    while not (finished := [path for path in done if journal_lists(env, path)]) or (
+        next_started and not checkpointed(env)
+    ):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -940,12 +950,12 @@ def test_running_a_copy_into_an_existing_folder_again_skips_what_it_finished(
 
 @pytest.fixture
 def cut_short_pair(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], Path]:
-    """``copy a.bin c.bin out`` stopped once a.bin is complete (c.bin is not)."""
+    """``copy a.bin c.bin out`` stopped once a.bin is complete and c.bin has begun."""
     make_source_tree(tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
     args = [str(tmp_path / "src" / "a.bin"), str(tmp_path / "src" / "sub" / "c.bin"), str(out)]
-    interrupt_copy(env, *args, done=[out / "a.bin"])
+    interrupt_copy(env, *args, done=[out / "a.bin"], next_started=True)
     return args, out
 
 
