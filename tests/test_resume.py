@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -649,11 +650,20 @@ def interrupt_copy(
     """Run ``openspec copy ARGS`` paced; stop it with SIGINT once one of ``done`` is journaled
     as complete (and, with ``next_started``, the next file's transfer has begun), and return
     that one."""
-    proc = start("copy", "-L", "4M", *args, env=env)
+    finished: list[Path] = []
+
+    def ready() -> bool:
+        finished[:] = [path for path in done if journal_lists(env, path)]
+        return bool(finished) and (checkpointed(env) or not next_started)
+
+    interrupt_when(start("copy", "-L", "4M", *args, env=env), ready)
+    return finished[0]
+
+
+def interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
+    """Stop a running copy of several files with SIGINT as soon as ``ready()``."""
     deadline = time.monotonic() + 30
-    while not (finished := [path for path in done if journal_lists(env, path)]) or (
-        next_started and not checkpointed(env)
-    ):
+    while not ready():
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -663,7 +673,6 @@ def interrupt_copy(
     assert err.strip().splitlines()[-1] == (
         "openspec: interrupted; to finish, run the same copy again"
     )
-    return finished[0]
 
 
 def interrupt_tree(env: dict[str, str], src: Path, backup: Path, jobs: str, *extra: str) -> str:
@@ -698,6 +707,28 @@ def test_interrupted_tree_copy_is_finished_by_running_it_again(
     # Finished: a third run is an ordinary cp -r into an existing directory again.
     openspec("copy", "-r", str(src), str(backup), env=env, check=True)
     assert tree_contents(backup / "src") == data
+
+
+def test_files_completed_just_before_an_interrupt_are_not_copied_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The journal's notes of the many small files done in the first moments are kept in
+    memory for a while; an interrupt must still get them written, so the rerun reuses them."""
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    src.mkdir()
+    small = {f"f{i:02}": make_source(src / f"f{i:02}", 1000 + i) for i in range(20)}
+    make_source(src / "z.bin", 24 << 20)
+    proc = start("copy", "-r", "-L", "4M", str(src), str(backup), env=env)
+    interrupt_when(proc, lambda: checkpointed(env))  # z.bin, copied last, has begun
+    inodes = {name: (backup / name).stat().st_ino for name in small}
+
+    again = openspec("copy", "-r", "--json", str(src), str(backup), env=env, check=True)
+
+    files = {Path(f["dest"]).name: f for f in json.loads(again.stdout)["files"]}
+    for name, data in small.items():
+        assert files[name]["resumed_from"] == len(data), name
+        assert (backup / name).stat().st_ino == inodes[name], name
+        assert (backup / name).read_bytes() == data
 
 
 def tree_journals(env: dict[str, str]) -> list[Path]:
