@@ -107,6 +107,21 @@ class OutputError(TransferIOError):
 _OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _check_writable(out_fd: int) -> None:
+    """Fail at once on an output we cannot write, as GNU cat does, even with nothing to write:
+    ``openspec cat empty >&-`` reported success. (The launcher holds a closed stdout open
+    read-only on /dev/null, so that no file we open takes its number.)"""
+    import fcntl
+
+    try:
+        readonly = fcntl.fcntl(out_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except OSError as err:
+        raise OutputError(f"error writing standard output: {describe_os_error(err)}") from err
+    if readonly:
+        closed = OSError(errno.EBADF, os.strerror(errno.EBADF))
+        raise OutputError(f"error writing standard output: {describe_os_error(closed)}")
+
+
 def _output_stat(out_fd: int) -> os.stat_result | None:
     """The output, when it is a regular file that an input could turn out to be."""
     try:
@@ -163,6 +178,7 @@ def cat(
     raised. A failing output always ends the run (:class:`OutputError`).
     """
     observer = observer or NullObserver()
+    _check_writable(out_fd)
     out = _output_stat(out_fd)
     enlarge_pipe(out_fd)
     hasher = hashing.new_hasher(algo) if algo else None

@@ -252,12 +252,14 @@ def test_a_failing_output_is_named_as_the_output(tmp_path: Path) -> None:
     assert line == "openspec: error writing standard output: No space left on device"
 
 
-@pytest.mark.parametrize("command", [["cat", "a"], ["verify", "a"]])
+@pytest.mark.parametrize("command", [["cat", "a"], ["verify", "a"], ["cat", "empty"]])
 def test_closed_stdout_is_one_line_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """With nothing to write too (an empty file), as GNU cat: `cat empty >&-` exits 1."""
     write_random(tmp_path / "a", 100)
+    (tmp_path / "empty").touch()
     result = subprocess.run(
         [*OPENSPEC, *command], cwd=tmp_path, stderr=subprocess.PIPE, timeout=20,
-        preexec_fn=lambda: os.close(1),
+        stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(1),
     )  # fmt: skip
     assert result.returncode == IO_ERROR
     assert "Bad file descriptor" in assert_one_error_line(result.stderr.decode())
