@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openspec_cli import api, engine, hashing
+from openspec_cli import api, engine, fileio, hashing
 from openspec_cli.bench_model import MIB, Memory
 from openspec_cli.chunking import ChunkSizer
 from openspec_cli.scheduler import Percentiles  # the engine's own, so both agree
@@ -241,7 +241,7 @@ def pump_file(src: Path, dst: Path, sizer: ChunkSizer | None, latencies: Percent
     in_fd = os.open(src, os.O_RDONLY)
     out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        write, last = engine.file_sink(out_fd), [time.perf_counter()]
+        write, last = fileio.file_sink(out_fd), [time.perf_counter()]
 
         def sink(view: memoryview) -> None:
             write(view)
@@ -264,7 +264,7 @@ def injected_faults(plan: dict[tuple[str, int], int]) -> Iterator[list[int]]:
 
     Module state is patched for the duration only and restored on every way out.
     """
-    real_write, real_read = engine.write_all, engine.Pump._read
+    real_write, real_read = fileio.write_all, engine.Pump._read
     fired: list[int] = []
 
     def fire(op: str, start: int, end: int) -> None:
@@ -282,10 +282,10 @@ def injected_faults(plan: dict[tuple[str, int], int]) -> Iterator[list[int]]:
         fire("read", 0, pump.stats.done + 1)
         return real_read(pump, buf)
 
-    engine.write_all = write
+    fileio.write_all = write
     setattr(engine.Pump, "_read", read)  # noqa: B010 (mypy refuses to assign to a method)
     try:
         yield fired
     finally:
-        engine.write_all = real_write
+        fileio.write_all = real_write
         setattr(engine.Pump, "_read", real_read)  # noqa: B010

@@ -17,7 +17,6 @@ from openspec_cli.engine import (
     RateLimiter,
     StreamStats,
     splice_stream,
-    write_all,
 )
 from openspec_cli.errors import (
     BrokenPipe,
@@ -29,6 +28,7 @@ from openspec_cli.errors import (
     from_os_error,
     kind_name,
 )
+from openspec_cli.fileio import write_all
 from openspec_cli.records import Record
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.

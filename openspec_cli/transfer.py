@@ -19,18 +19,7 @@ from openspec_cli import checkpoint as ckpt
 from openspec_cli import hashing, retry
 from openspec_cli.checkpoint import PARTIAL_SUFFIX, Checkpoint
 from openspec_cli.chunking import MAX_CHUNK, STREAMING_TRIGGER
-from openspec_cli.engine import (
-    HoleMap,
-    NullObserver,
-    Pump,
-    RateLimiter,
-    StreamStats,
-    drop_read_cache,
-    file_sink,
-    hole_map_of,
-    libc_call,
-    libc_errno,
-)
+from openspec_cli.engine import NullObserver, Pump, RateLimiter, StreamStats
 from openspec_cli.errors import (
     ExitCode,
     Interrupted,
@@ -40,6 +29,14 @@ from openspec_cli.errors import (
     UsageError,
     describe_os_error,
     from_os_error,
+)
+from openspec_cli.fileio import (
+    HoleMap,
+    drop_read_cache,
+    file_sink,
+    hole_map_of,
+    libc_call,
+    libc_errno,
 )
 from openspec_cli.records import Record
 from openspec_cli.streams import hash_path

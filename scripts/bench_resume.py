@@ -18,7 +18,7 @@ Scenarios (the median and the min of N timed runs each, after untimed warm-up ro
 
 The interrupted copy is made, untimed, in a child process of openspec's own python that uses
 the library with an injected permanent error, as tests/test_faults.py does in-process: the
-``engine.write_all`` that crosses byte size/2 writes up to it and raises ENOSPC, like a disk
+``fileio.write_all`` that crosses byte size/2 writes up to it and raises ENOSPC, like a disk
 filling up there, so the partial file holds exactly half the source. The same child then
 times ``transfer.verified_prefix`` on the partial (what a resume re-hashes first). The id comes
 from ``openspec resume --list --json``. Every resumed file is compared with its source (``cmp``)
@@ -158,10 +158,10 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
     Runs in a child process: the monkeypatch must not outlive it. Also times the re-hash of
     the verified prefix, the first thing a resume does, on the very same partial file.
     """
-    from openspec_cli import checkpoint, engine, transfer
+    from openspec_cli import checkpoint, fileio, transfer
     from openspec_cli.errors import TransferIOError
 
-    real_write = engine.write_all
+    real_write = fileio.write_all
     fired: list[int] = []
 
     def write_or_fail(fd: int, data: memoryview) -> None:
@@ -173,7 +173,7 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(fd, data)
 
-    engine.write_all = write_or_fail
+    fileio.write_all = write_or_fail
     try:
         transfer.copy_file(src, dst, transfer.CopyOptions(restart=True))
     except TransferIOError as err:
@@ -183,7 +183,7 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
     else:
         raise SystemExit(f"{PROG}: the copy was not interrupted at byte {at}")
     finally:
-        engine.write_all = real_write
+        fileio.write_all = real_write
     cp = checkpoint.find_for(src, dst)
     if cp is None:
         raise SystemExit(f"{PROG}: the interrupted copy left no checkpoint")

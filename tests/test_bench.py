@@ -24,7 +24,7 @@ from conftest import OPENSPEC, default_sigint, invoke, mounted, wait_for
 from rich.console import Console
 from typer.testing import CliRunner
 
-from openspec_cli import bench, bench_report, engine
+from openspec_cli import bench, bench_report, engine, fileio
 from openspec_cli.bench import (
     MIB,
     BenchResult,
@@ -382,21 +382,21 @@ def _write_through_faults(path: Path) -> list[int]:
     with bench.injected_faults({("write", 10): errno.EIO}) as fired:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT)
         try:
-            engine.write_all(fd, memoryview(b"x" * 8))  # 0..8: before the fault
+            fileio.write_all(fd, memoryview(b"x" * 8))  # 0..8: before the fault
             with pytest.raises(OSError, match="Input/output"):
-                engine.write_all(fd, memoryview(b"x" * 8))  # 8..16 covers offset 10
-            engine.write_all(fd, memoryview(b"x" * 8))  # fired once: passes now
+                fileio.write_all(fd, memoryview(b"x" * 8))  # 8..16 covers offset 10
+            fileio.write_all(fd, memoryview(b"x" * 8))  # fired once: passes now
         finally:
             os.close(fd)
         raise RuntimeError(fired)
 
 
 def test_injected_faults_fire_once_and_are_always_undone(tmp_path: Path) -> None:
-    real = (engine.write_all, engine.Pump._read)
+    real = (fileio.write_all, engine.Pump._read)
     with pytest.raises(RuntimeError) as info:
         _write_through_faults(tmp_path / "f")
     assert info.value.args == ([errno.EIO],)
-    assert (engine.write_all, engine.Pump._read) == real
+    assert (fileio.write_all, engine.Pump._read) == real
 
 
 def test_a_wrong_copy_is_counted_as_a_failed_stream(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from openspec_cli.engine import (
     Pump,
     RateLimiter,
     StreamStats,
-    file_sink,
 )
+from openspec_cli.fileio import file_sink
 
 
 def pump_file(src: Path, dst: Path) -> tuple[int, str, StreamStats]:

@@ -21,7 +21,7 @@ import pytest
 import xxhash
 from conftest import mounted
 
-from openspec_cli import checkpoint, engine, transfer
+from openspec_cli import checkpoint, engine, fileio, transfer
 from openspec_cli.errors import OpenspecError, TransferIOError
 from openspec_cli.transfer import CopyOptions
 
@@ -53,7 +53,7 @@ class Faults:
         self.random: tuple[random.Random, float, list[int]] | None = None
         self.fired: list[tuple[str, int]] = []
         real_read = engine.Pump._read
-        real_write = engine.write_all
+        real_write = fileio.write_all
         self.read_pos = 0
         self.write_pos = 0
 
@@ -67,7 +67,7 @@ class Faults:
             real_write(fd, data)
 
         monkeypatch.setattr(engine.Pump, "_read", read)
-        monkeypatch.setattr(engine, "write_all", write)
+        monkeypatch.setattr(fileio, "write_all", write)
 
     def _maybe_fail(self, op: str, pos: int, plan: dict[int, int]) -> None:
         for offset in sorted(plan):
