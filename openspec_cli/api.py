@@ -11,13 +11,23 @@ import contextlib
 import os
 import time
 
-from openspec_cli import checkpoint, hashing, plan, scheduler, streams, transfer, unfinished
+from openspec_cli import (
+    checkpoint,
+    copy_records,
+    copying,
+    hashing,
+    plan,
+    scheduler,
+    streams,
+    transfer,
+    unfinished,
+)
+from openspec_cli.copy_records import CopyOptions, FileResult
 from openspec_cli.engine import RateLimiter
 from openspec_cli.errors import ExitCode, Interrupted
 from openspec_cli.pressure import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
-from openspec_cli.transfer import CopyOptions, FileResult
 from openspec_cli.tree import keep_last_sum_lines, remove_keeping_dir_times
 
 #: False when running, True for mypy (see engine.py): typing costs start-up time.
@@ -43,7 +53,7 @@ def copy(
     fsync: bool = True,
     sums: str | None = None,
     limit_rate: float | None = None,
-    checkpoint_every: int = transfer.DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_every: int = copy_records.DEFAULT_CHECKPOINT_EVERY,
     restart: bool = False,
     jobs: int = 1,
     max_memory: int | None = None,
@@ -151,7 +161,7 @@ def resume(
 ) -> FileResult:
     """Finish an interrupted transfer from its last verified point (or from zero: ``restart``)."""
     options = CopyOptions(limiter=_limiter(limit_rate), restart=restart)
-    return transfer.resume(
+    return copying.resume(
         transfer_id, options, observer, plan.check_replaceable, unfinished.note_resumed
     )
 
@@ -170,7 +180,7 @@ def discard(transfer_id: str) -> None:
             raise
         checkpoint.delete(transfer_id)  # unreadable: the sidecar itself is all there is to remove
         return
-    transfer.discard(cp)
+    copying.discard(cp)
 
 
 def prune(older_than: float | None = None, dirs: Sequence[str] = ()) -> list[str]:

@@ -19,12 +19,13 @@ from openspec_cli import pressure
 from openspec_cli.checkpoint import Checkpoint, list_all
 from openspec_cli.chunking import MAX_CHUNK, MIN_CHUNK, STREAMING_TRIGGER, initial_chunk_size
 from openspec_cli.cleanup import Cleanup, Priority
+from openspec_cli.copy_records import CopyOptions, FileResult
+from openspec_cli.copying import copy_file
 from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.plan import Step
 from openspec_cli.records import Record
 from openspec_cli.streams import hash_path
-from openspec_cli.transfer import CopyOptions, FileResult, copy_file
 from openspec_cli.tree import finish_tree, prepare_tree, record_sum
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.

@@ -13,9 +13,9 @@ import stat
 import threading
 
 from openspec_cli import hashing
+from openspec_cli.copy_records import CopyOptions, FileResult
 from openspec_cli.errors import from_os_error
 from openspec_cli.plan import Step
-from openspec_cli.transfer import CopyOptions, FileResult
 
 #: False when running, True for mypy (see engine.py).
 TYPE_CHECKING = False

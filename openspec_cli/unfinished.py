@@ -27,9 +27,10 @@ import time
 from collections.abc import Sequence
 
 from openspec_cli.checkpoint import Fingerprint, partial_locked, state_dir, try_lock
+from openspec_cli.copy_records import FileResult
 from openspec_cli.errors import UsageError
 from openspec_cli.records import Record
-from openspec_cli.transfer import SAVE_INTERVAL, FileResult
+from openspec_cli.transfer import SAVE_INTERVAL
 from openspec_cli.tree import remove_keeping_dir_times
 
 VERSION = 1

@@ -20,7 +20,7 @@ The interrupted copy is made, untimed, in a child process of openspec's own pyth
 the library with an injected permanent error, as tests/test_faults.py does in-process: the
 ``fileio.write_all`` that crosses byte size/2 writes up to it and raises ENOSPC, like a disk
 filling up there, so the partial file holds exactly half the source. The same child then
-times ``transfer.verified_prefix`` on the partial (what a resume re-hashes first). The id comes
+times ``copying.verified_prefix`` on the partial (what a resume re-hashes first). The id comes
 from ``openspec resume --list --json``. Every resumed file is compared with its source (``cmp``)
 and its digest with the full copies'; any difference is fatal. All checkpoints live in the
 temporary directory (OPENSPEC_STATE_DIR): the user's own state is never touched.
@@ -138,7 +138,7 @@ def preflight(runner: Runner, tools: Tools) -> None:
     for argv, what in (
         ([tools.openspec, "--version"], f"openspec at {tools.openspec} does not run"),
         (
-            [tools.python, "-c", "import openspec_cli.transfer"],
+            [tools.python, "-c", "import openspec_cli.copying"],
             f"{tools.python} (openspec's python) cannot import openspec_cli",
         ),
     ):
@@ -158,7 +158,8 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
     Runs in a child process: the monkeypatch must not outlive it. Also times the re-hash of
     the verified prefix, the first thing a resume does, on the very same partial file.
     """
-    from openspec_cli import checkpoint, fileio, transfer
+    from openspec_cli import checkpoint, copying, fileio
+    from openspec_cli.copy_records import CopyOptions
     from openspec_cli.errors import TransferIOError
 
     real_write = fileio.write_all
@@ -175,7 +176,7 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
 
     fileio.write_all = write_or_fail
     try:
-        transfer.copy_file(src, dst, transfer.CopyOptions(restart=True))
+        copying.copy_file(src, dst, CopyOptions(restart=True))
     except TransferIOError as err:
         if not fired:
             raise
@@ -190,7 +191,7 @@ def interrupt_copy(src: str, dst: str, at: int) -> dict[str, Any]:
     fd = os.open(cp.partial, os.O_RDONLY)
     try:
         start = time.perf_counter()
-        verified, _ = transfer.verified_prefix(fd, cp.points, cp.algo)
+        verified, _ = copying.verified_prefix(fd, cp.points, cp.algo)
         rehash = time.perf_counter() - start
     finally:
         os.close(fd)

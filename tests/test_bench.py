@@ -400,7 +400,7 @@ def test_injected_faults_fire_once_and_are_always_undone(tmp_path: Path) -> None
 
 
 def test_a_wrong_copy_is_counted_as_a_failed_stream(tmp_path: Path) -> None:
-    from openspec_cli.transfer import FileResult
+    from openspec_cli.copy_records import FileResult
 
     spec = bench.plan(bench.QUICK)[0]
     tally = bench.Tally(spec, expected={"s0.bin": "good"})

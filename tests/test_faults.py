@@ -21,9 +21,9 @@ import pytest
 import xxhash
 from conftest import mounted
 
-from openspec_cli import checkpoint, engine, fileio, transfer
+from openspec_cli import checkpoint, copying, engine, fileio
+from openspec_cli.copy_records import CopyOptions, FileResult
 from openspec_cli.errors import OpenspecError, TransferIOError
-from openspec_cli.transfer import CopyOptions
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +88,8 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
     return Faults(monkeypatch)
 
 
-def copy(src: Path, dst: Path) -> transfer.FileResult:
-    return transfer.copy_file(str(src), str(dst), CopyOptions(sleep=no_sleep))
+def copy(src: Path, dst: Path) -> FileResult:
+    return copying.copy_file(str(src), str(dst), CopyOptions(sleep=no_sleep))
 
 
 @pytest.mark.parametrize("op", ["read", "write"])
@@ -121,7 +121,7 @@ def test_error_that_persists_exhausts_the_budget_and_stays_resumable(
     assert isinstance(cp, checkpoint.Checkpoint)
     assert len(cp.retries) >= 3
     faults.random = None
-    result = transfer.resume(cp.id, CopyOptions(sleep=no_sleep))
+    result = copying.resume(cp.id, CopyOptions(sleep=no_sleep))
     assert (tmp_path / "dst.bin").read_bytes() == data
     assert result.transfer_id == cp.id
 
@@ -136,7 +136,7 @@ def test_no_space_fails_fast_then_resume_finishes(tmp_path: Path, faults: Faults
     assert info.value.message.endswith(f"free some space, then run: openspec resume {cp.id}")
     assert cp.retries == []
     assert not (tmp_path / "dst.bin").exists()
-    result = transfer.resume(cp.id, CopyOptions(sleep=no_sleep))
+    result = copying.resume(cp.id, CopyOptions(sleep=no_sleep))
     assert result.resumed_from > 0
     assert (tmp_path / "dst.bin").read_bytes() == data
 
@@ -147,7 +147,7 @@ def test_random_faults_never_yield_a_wrong_file(tmp_path: Path, faults: Faults, 
     dst = tmp_path / "dst.bin"
     codes = [errno.EIO, errno.EAGAIN, errno.ENOSPC, errno.EACCES, errno.ESTALE]
     faults.random = (random.Random(seed), 0.08, codes)
-    attempt: Callable[[], transfer.FileResult] = lambda: copy(src, dst)  # noqa: E731
+    attempt: Callable[[], FileResult] = lambda: copy(src, dst)  # noqa: E731
     for _ in range(60):
         try:
             attempt()
