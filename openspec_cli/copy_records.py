@@ -41,6 +41,7 @@ class CopyOptions(Record):
         "pacer",
         "no_cache",
         "journal",
+        "dirs_to_sync",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class CopyOptions(Record):
         pacer: Pacer | None = None,
         no_cache: bool = False,
         journal: str | None = None,
+        dirs_to_sync: set[str] | None = None,
     ) -> None:
         self.algo = algo
         self.recursive = recursive
@@ -73,6 +75,9 @@ class CopyOptions(Record):
         self.no_cache = no_cache
         #: The journal of the copy of several files this transfer is part of (see unfinished).
         self.journal = journal
+        #: With fsync, where a copy of many files collects the folders its renames went into,
+        #: to sync each once at its end (see scheduler.copy_all); None: each file syncs its own.
+        self.dirs_to_sync = dirs_to_sync
 
     def persistent(self, dest: str) -> dict[str, Any]:
         """The options a later ``resume`` must honour, stored in the checkpoint.

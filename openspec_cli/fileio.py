@@ -7,6 +7,7 @@ about files, pages and the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -210,3 +211,13 @@ def drop_read_cache(fd: int, start: int, end: int) -> None:
     """Forget pages of a source we have already read (``--no-cache``)."""
     if end > start and hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable; some filesystems refuse, which is harmless."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -34,6 +34,7 @@ from openspec_cli.fileio import (
     HoleMap,
     drop_read_cache,
     file_sink,
+    fsync_dir,
     hole_map_of,
     libc_call,
     libc_errno,
@@ -63,16 +64,6 @@ def new_transfer_id() -> str:
     ``os.urandom`` is what ``secrets.token_hex`` reads; importing secrets (hmac, OpenSSL) would
     add ~8 ms to every copy's start-up."""
     return os.urandom(4).hex()
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable; some filesystems refuse, which is harmless."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _check_space(dest_dir: str, needed: int, src: str, dest: str) -> None:
@@ -331,8 +322,12 @@ class Transfer:
             return FileResult(cp.source.path, cp.dest, 0, cp.algo, None, 0.0, skipped=True)
         self.renamed = True
         copied = ckpt.Fingerprint.of(cp.dest, os.fstat(self.out_fd))  # renaming moved its ctime
-        if self.options.fsync:
-            _fsync_dir(os.path.dirname(cp.dest))
+        if self.options.fsync:  # the rename made durable: now, or once per folder at the end
+            folders = self.options.dirs_to_sync
+            if folders is None:
+                fsync_dir(os.path.dirname(cp.dest))
+            else:
+                folders.add(os.path.dirname(cp.dest))
         if self.persist:  # a small file never had a sidecar: no lookup for one to delete
             ckpt.delete(cp.id)
         return FileResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import time
@@ -85,6 +86,53 @@ def test_copy_to_new_name_is_byte_exact(runner: CliRunner, tmp_path: Path, size:
     assert entry["digest"] == xxh128_hex(data)
     assert entry["chunk_sizes"][0] == expected_first_chunk(size)
     assert partials(tmp_path) == []
+
+
+def traced_syncs(args: list[str], cwd: Path) -> list[str]:
+    """The paths openspec fsyncs, in order, as a real ``strace`` sees them."""
+    log = cwd / "strace.log"
+    trace = ["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o", str(log)]
+    result = subprocess.run(
+        [*trace, *OPENSPEC, *args], cwd=cwd, capture_output=True, timeout=60, check=False
+    )
+    if "ptrace" in result.stderr.decode() or "PTRACE" in result.stderr.decode():
+        pytest.skip("this machine does not allow ptrace (a container without CAP_SYS_PTRACE)")
+    assert result.returncode == 0, result.stderr
+    return re.findall(r"(?:fsync|fdatasync)\(\d+<([^>]*)>\) = 0", log.read_text())
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_tree_syncs_each_folder_once_after_the_files_renamed_into_it(tmp_path: Path) -> None:
+    """Durable as before (every file synced before its rename, every folder after the renames
+    into it), without a directory sync per file."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a", "b", "c", "sub/d", "sub/e", "sub/f"):
+        write_random(src / name, 5000, seed=len(name))
+
+    synced = traced_syncs(["copy", "-r", "src", "dst"], tmp_path)
+
+    dst = tmp_path / "dst"
+    files = ["a", "b", "c", "sub/d", "sub/e", "sub/f"]
+    folders = [str(dst), str(dst / "sub"), str(tmp_path)]
+    assert sorted(p for p in synced if p in folders) == sorted(folders)  # each one once
+    assert len(synced) == len(files) + len(folders)  # the files: their partials' names then
+    for folder in folders:
+        assert synced.index(folder) > max(
+            i for i, p in enumerate(synced) if p not in folders and p.startswith(folder)
+        )
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_single_file_syncs_its_folder_after_the_rename(tmp_path: Path) -> None:
+    write_random(tmp_path / "a", 5000)
+    (tmp_path / "out").mkdir()
+
+    synced = traced_syncs(["copy", "a", "out/b"], tmp_path)
+
+    assert synced[-1] == str(tmp_path / "out")
+    assert len(synced) == 2
+    assert ".openspec-part" in synced[0]
 
 
 def test_copy_into_existing_directory(runner: CliRunner, tmp_path: Path) -> None:

@@ -368,7 +368,7 @@ def test_an_interrupt_after_the_rename_leaves_no_checkpoint(
     def interrupted(path: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(transfer, "_fsync_dir", interrupted)  # the step right after the rename
+    monkeypatch.setattr(transfer, "fsync_dir", interrupted)  # the step right after the rename
     with pytest.raises(Interrupted):
         api.copy(str(src), str(dst))
 
