@@ -23,7 +23,7 @@ from typing import Any
 from openspec_cli import api, engine, fileio, hashing
 from openspec_cli.bench_model import MIB, Memory
 from openspec_cli.chunking import ChunkSizer
-from openspec_cli.scheduler import Percentiles  # the engine's own, so both agree
+from openspec_cli.governor import Percentiles  # the engine's own, so both agree
 
 ALGO = hashing.DEFAULT_ALGO
 #: The reference loop's buffer: openspec's largest chunk, so the loop is a strong reference.

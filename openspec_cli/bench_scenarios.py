@@ -39,7 +39,7 @@ from openspec_cli.bench_instruments import (
 from openspec_cli.bench_model import KIB, Reliability, ScenarioResult, Spec, Throughput
 from openspec_cli.chunking import ChunkSizer
 from openspec_cli.errors import OpenspecError
-from openspec_cli.scheduler import Percentiles
+from openspec_cli.governor import Percentiles
 
 #: The fixed chunk size the adaptive sizer is measured against (the design record's old default).
 FIXED_CHUNK = 64 * KIB

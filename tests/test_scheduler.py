@@ -22,7 +22,7 @@ from openspec_cli import api, pressure, scheduler
 from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK
 from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
-from openspec_cli.scheduler import (
+from openspec_cli.governor import (
     STREAM_OVERHEAD,
     BufferBank,
     Governor,
