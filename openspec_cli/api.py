@@ -25,7 +25,7 @@ from openspec_cli import (
 from openspec_cli.copy_records import CopyOptions, FileResult
 from openspec_cli.engine import RateLimiter
 from openspec_cli.errors import ExitCode, Interrupted
-from openspec_cli.pressure import MemoryProbe
+from openspec_cli.memory import MemoryProbe
 from openspec_cli.scheduler import CopyReport
 from openspec_cli.streams import CatResult, Difference
 from openspec_cli.tree import keep_last_sum_lines, remove_keeping_dir_times

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from openspec_cli import pressure
+from openspec_cli import memory, pressure
 from openspec_cli.chunking import MAX_CHUNK, MIN_CHUNK, initial_chunk_size
 from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, StreamStats
@@ -153,21 +153,21 @@ class Governor:
         self,
         jobs: int,
         max_memory: int | None = None,
-        probe: pressure.MemoryProbe | None = None,
+        probe: memory.MemoryProbe | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.requested = max(1, jobs)
-        self.probe: pressure.MemoryProbe = probe or pressure.SystemProbe()
+        self.probe: memory.MemoryProbe = probe or memory.SystemProbe()
         self.clock, self.sleep = clock, sleep
-        first = self.probe.read(0, max_memory or pressure.ABSOLUTE_LIMIT)
+        first = self.probe.read(0, max_memory or memory.ABSOLUTE_LIMIT)
         # --max-memory caps the buffers. The default is the design record's 50 MB for the whole
         # operation, so the interpreter's own memory comes off it, and each stream's own costs
         # beyond its buffers (the CLI process stays under 50 MB); both are lowered when the
         # machine or container has less to spare.
         overhead = first.rss + self.requested * STREAM_OVERHEAD
-        wanted = max_memory or max(pressure.MIN_CEILING, pressure.ABSOLUTE_LIMIT - overhead)
-        self.ceiling = pressure.default_ceiling(wanted, first.total, first.used)
+        wanted = max_memory or max(memory.MIN_CEILING, memory.ABSOLUTE_LIMIT - overhead)
+        self.ceiling = memory.default_ceiling(wanted, first.total, first.used)
         self.budget = max(MIN_BUDGET, self.ceiling)
         self.controller = pressure.BackpressureController(clock=clock)
         self.window = pressure.LatencyWindow(clock=clock)

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from openspec_cli import pressure
+from openspec_cli import memory
 from openspec_cli.checkpoint import Checkpoint, list_all
 from openspec_cli.chunking import STREAMING_TRIGGER
 from openspec_cli.cleanup import Priority
@@ -163,7 +163,7 @@ def copy_all(
     observer: Observer | None = None,
     jobs: int = 1,
     max_memory: int | None = None,
-    probe: pressure.MemoryProbe | None = None,
+    probe: memory.MemoryProbe | None = None,
     journal: TreeJournal | None = None,
 ) -> CopyReport:
     """Carry out a copy plan with up to ``jobs`` transfers at once, under the governor.

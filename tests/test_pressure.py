@@ -17,30 +17,32 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from openspec_cli.pressure import (
+from openspec_cli.memory import (
     ABSOLUTE_LIMIT,
-    BAND_FLOORS,
     CRITICAL_FRACTION,
     EMERGENCY,
-    LATENCY_TARGET,
     MIN_CEILING,
-    POLICIES,
     WARNING,
-    BackpressureController,
     CgroupMemory,
     FixedProbe,
-    LatencyWindow,
-    Level,
     MemoryReading,
-    Policy,
-    Score,
     SystemProbe,
-    Transition,
     cgroup_memory,
     default_ceiling,
+    memory_band,
+)
+from openspec_cli.pressure import (
+    BAND_FLOORS,
+    LATENCY_TARGET,
+    POLICIES,
+    BackpressureController,
+    LatencyWindow,
+    Level,
+    Policy,
+    Score,
+    Transition,
     latency_points,
     level_for,
-    memory_band,
     memory_points,
     score_of,
     stream_points,
@@ -167,7 +169,7 @@ def test_system_probe_reads_this_machine() -> None:
 def test_proc_reading_gives_the_figures_psutil_gives() -> None:
     import psutil
 
-    from openspec_cli.pressure import _proc_reading
+    from openspec_cli.memory import _proc_reading
 
     quick = _proc_reading()
     vm, rss = psutil.virtual_memory(), psutil.Process().memory_info().rss

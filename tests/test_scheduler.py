@@ -18,7 +18,7 @@ import psutil
 import pytest
 import xxhash
 
-from openspec_cli import api, pressure, scheduler
+from openspec_cli import api, memory, pressure, scheduler
 from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK
 from openspec_cli.cleanup import Cleanup, Priority
 from openspec_cli.engine import POOL_SIZE, NullObserver, StreamStats
@@ -153,7 +153,7 @@ def test_memory_pressure_engages_the_controller_and_files_stay_correct(tmp_path:
     """A probe that reports an almost full machine: the level rises, streams are capped."""
     files = make_files(tmp_path / "src", 6, 3 << 20)
     (tmp_path / "out").mkdir()
-    probe = pressure.FixedProbe(used=90, total=100, rss=20 * MIB)
+    probe = memory.FixedProbe(used=90, total=100, rss=20 * MIB)
     report = api.copy(
         [str(p) for p in sorted((tmp_path / "src").iterdir())],
         str(tmp_path / "out"),
@@ -382,16 +382,16 @@ def test_progress_plain_prints_periodic_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize("jobs", [1, 4, 16])
 def test_default_budget_leaves_room_for_each_streams_own_costs(jobs: int) -> None:
     """Interpreter + buffers + what each stream costs besides must stay under the 50 MB."""
-    probe = pressure.FixedProbe(used=GIB, total=24 * GIB, rss=18 * MIB)
+    probe = memory.FixedProbe(used=GIB, total=24 * GIB, rss=18 * MIB)
     governor = Governor(jobs, probe=probe)
-    assert 18 * MIB + governor.budget + jobs * STREAM_OVERHEAD <= pressure.ABSOLUTE_LIMIT
-    assert governor.budget == pressure.ABSOLUTE_LIMIT - 18 * MIB - jobs * STREAM_OVERHEAD
+    assert 18 * MIB + governor.budget + jobs * STREAM_OVERHEAD <= memory.ABSOLUTE_LIMIT
+    assert governor.budget == memory.ABSOLUTE_LIMIT - 18 * MIB - jobs * STREAM_OVERHEAD
 
 
 def test_governor_caps_streams_when_pressure_rises() -> None:
     now = [0.0]
     governor = Governor(
-        8, probe=pressure.FixedProbe(used=95, total=100, rss=10 * MIB), clock=lambda: now[0]
+        8, probe=memory.FixedProbe(used=95, total=100, rss=10 * MIB), clock=lambda: now[0]
     )
     assert governor.allowed == 8
     for _ in range(3):
