@@ -40,6 +40,9 @@ _TAG_RE = re.compile(
 )
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _WHITE = " \t"
+_FIRST_WHITE = re.compile("[ \t]")
+#: No digest is longer (``XXH3_`` and 16 hex digits are shorter): past it, no need to look.
+_LONGEST_TOKEN = max(spec.hex_len for spec in SPECS.values())
 
 
 def _unescape_name(text: str) -> str | None:
@@ -185,6 +188,7 @@ class _LineParser:
         if algo is not None:
             spec_for(algo)
         self.algo = algo
+        self.sum_file = hint
         self.hinted = _hinted_algo(hint)
         self.reversed: bool | None = None
         #: Digest length -> the algorithm that matched a guessed line of this file: the rest
@@ -206,6 +210,9 @@ class _LineParser:
         name = _unescape_name(raw) if escaped else raw
         if name is None:
             raise MalformedLine(f"bad escape in name: {line!r}")
+        name = name.partition("\0")[0]  # a name ends at a NUL byte, as GNU's C strings do
+        if name == "-" and self.sum_file == "-":
+            raise MalformedLine("'-' names the sum file itself (standard input)")  # as GNU
         guessed = not match and self.algo is None and len(_SAME_LENGTH.get(len(digest), ())) > 1
         likely = len(digest) in self.learned or (
             self.hinted is not None and SPECS[self.hinted].hex_len == len(digest)
@@ -225,7 +232,10 @@ class _LineParser:
         return algo, digest, body[:close]
 
     def _split_untagged(self, rest: str) -> tuple[str, str, str]:
-        end = next((k for k, ch in enumerate(rest) if ch in _WHITE), len(rest))
+        blank = _FIRST_WHITE.search(rest, 0, _LONGEST_TOKEN + 1)
+        if blank is None:  # garbage (``verify -c`` of a disk image): settled at once
+            raise MalformedLine("not a sum line: no blank after a digest's length")
+        end = blank.start()
         token, after = rest[:end], rest[end + 1 :]
         xxh3 = token.startswith("XXH3_")
         digest = token[5:] if xxh3 else token
@@ -340,53 +350,77 @@ def check_sums(
     options: CheckOptions,
     prog: str = "openspec",
     report: CheckReport | None = None,
+    rereadable: Callable[[str], bool] = lambda name: True,
 ) -> CheckReport:
     """Verify one sum file the way ``sha256sum -c`` does: same lines, same exit code (0 or 1).
 
     ``lines`` are the file split on ``\\n`` only (CR is part of a name unless it ends the line),
     decoded with surrogateescape. ``hash_file(path, algos)`` returns the hex digests of the
-    file in those algorithms (one read) or raises OSError. For several sum files call this once
+    file in those algorithms (one read) or raises OSError; ``rereadable(path)`` says whether
+    it can be read a second time (not a pipe or a FIFO). For several sum files call this once
     per file and exit with the max exit code. ``-`` as ``sum_file_name`` is shown as "standard
     input", as GNU does.
     """
-    lines = list(lines)
     parser = _LineParser(options.algo, sum_file_name)
     shown = quote_name("standard input" if sum_file_name == "-" else sum_file_name)
-    warn = options.warn and not options.status
-    label = ""  # named in -w warnings; looking it up parses the file twice, so only for those
-    if warn:
-        algo = options.algo or parser.hinted or _first_algo(lines, parser) or DEFAULT_ALGO
-        label = spec_for(algo).tag
+    warnings = _Warnings(prog, shown, options.algo or parser.hinted) if options.warn else None
+    if options.status:
+        warnings = None
     report, tally = report or CheckReport(), _Tally()
     for lineno, line in enumerate(lines, 1):
         try:
             entry = parser.parse(line, lineno)
         except MalformedLine:
             tally.malformed += 1
-            if warn:
-                report.err(f"{prog}: {shown}: {lineno}: improperly formatted {label} checksum line")
+            if warnings is not None:
+                warnings.malformed(lineno, report)
             continue
         if entry is not None:
+            if warnings is not None:
+                warnings.algo_known(entry.algo, report)
             tally.formatted += 1
-            matched = _check_entry(entry, hash_file, options, prog, report, tally)
+            once = entry.guessed and not rereadable(entry.name)
+            matched = _check_entry(entry, hash_file, options, prog, report, tally, once)
             if matched is not None and entry.guessed:
                 parser.learned[len(entry.hexdigest)] = matched
+    if warnings is not None:
+        warnings.algo_known(DEFAULT_ALGO, report)
     _summarize(options, prog, shown, report, tally)
     return report
 
 
-def _first_algo(lines: list[str], like: _LineParser) -> str | None:
-    """The algorithm of the file's first valid line: what ``-w`` names in its warnings, as
-    sha256sum names SHA256 (a fresh parser, so the real one's state is untouched)."""
-    parser = _LineParser(like.algo, None)
-    for lineno, line in enumerate(lines, 1):
-        try:
-            entry = parser.parse(line, lineno)
-        except MalformedLine:
-            continue
-        if entry is not None:
-            return entry.algo
-    return None
+class _Warnings:
+    """``-w``'s lines, which name the algorithm as sha256sum names SHA256: that of the first
+    valid line, unless the options or the file's name said. Lines met before it are held back
+    (a few thousand at most, so that memory stays bounded: past that, the default is named),
+    since the sum file is read once, as it streams."""
+
+    HELD_AT_MOST = 4096
+
+    def __init__(self, prog: str, shown: str, algo: str | None) -> None:
+        self.prog, self.shown = prog, shown
+        self.label = spec_for(algo).tag if algo else None
+        self.held: list[int] = []
+
+    def malformed(self, lineno: int, report: CheckReport) -> None:
+        if self.label is None and len(self.held) >= self.HELD_AT_MOST:
+            self.algo_known(DEFAULT_ALGO, report)
+        if self.label is None:
+            self.held.append(lineno)
+        else:
+            self._say(lineno, report)
+
+    def algo_known(self, algo: str, report: CheckReport) -> None:
+        """The algorithm is known now: out with the lines held for it."""
+        if self.label is None:
+            self.label = spec_for(algo).tag
+        for lineno in self.held:
+            self._say(lineno, report)
+        self.held.clear()
+
+    def _say(self, lineno: int, report: CheckReport) -> None:
+        line = f"{self.shown}: {lineno}: improperly formatted {self.label} checksum line"
+        report.err(f"{self.prog}: {line}")
 
 
 def _check_entry(
@@ -396,10 +430,11 @@ def _check_entry(
     prog: str,
     report: CheckReport,
     tally: _Tally,
+    once: bool = False,
 ) -> str | None:
     """Check one line; returns the algorithm whose digest matched, if one did."""
     try:
-        matched = _matching_algo(entry, hash_file)
+        matched = _matching_algo(entry, hash_file, once)
     except OSError as exc:
         if options.ignore_missing and isinstance(exc, FileNotFoundError):
             return None
@@ -419,14 +454,15 @@ def _check_entry(
     return matched
 
 
-def _matching_algo(entry: SumEntry, hash_file: HashFile) -> str | None:
+def _matching_algo(entry: SumEntry, hash_file: HashFile, once: bool = False) -> str | None:
     """The entry's algorithm if the file matches; for a guessed one, the others of the same
     length count too (an md5sum file named M5 is not xxh128). When nothing says which it is,
     all are hashed in one read; when the file's name or an earlier line does, that one first,
-    and the others only if it does not match."""
+    and the others only if it does not match, unless the file can be read ``once`` only (a
+    FIFO, a pipe): a second read would block forever or see nothing."""
     others = tuple(a for a in _SAME_LENGTH.get(len(entry.hexdigest), ()) if a != entry.algo)
     rounds: list[tuple[str, ...]] = [(entry.algo,)]
-    if entry.guessed and entry.likely and entry.name not in STDIN_NAMES:
+    if entry.guessed and entry.likely and entry.name not in STDIN_NAMES and not once:
         rounds.append(others)
     elif entry.guessed:  # standard input, above all, can be read only once
         rounds = [(entry.algo, *others)]

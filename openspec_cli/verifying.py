@@ -6,10 +6,11 @@ through the same engine as every other command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from openspec_cli import hashing
 from openspec_cli.engine import NullObserver, Pump, RateLimiter, StreamStats
@@ -25,6 +26,9 @@ from openspec_cli.streams import STDIN, compare_files, compare_trees, hash_path,
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import BinaryIO
+
     from openspec_cli import sumfiles
     from openspec_cli.engine import Observer
     from openspec_cli.hashing import Hasher
@@ -130,22 +134,56 @@ def _hash_for_check(
         raise OSError(5, err.message, path) from err
 
 
+def _rereadable(path: str) -> bool:
+    """A regular file can be hashed a second time; a FIFO or a pipe (``/dev/stdin``) cannot.
+    (One that cannot be looked at is left to the hashing to report.)"""
+    try:
+        return path != STDIN and stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return True
+
+
 def _xxhsum_stdin(algos: tuple[str, ...]) -> bool:
     xxhsum = any(hashing.display_name_for_stdin(a) == "stdin" for a in algos)
     return xxhsum and not os.path.lexists("stdin")
 
 
-def _read_sum_lines(path: str) -> list[str]:
+#: The longest line a sum file can usefully hold: a digest and a name the system could open.
+#: A longer one is read past in pieces and counted as improperly formatted, so that memory stays
+#: bounded whatever file ``-c`` is given (an ISO caught by ``verify -c *`` took 3.7 GB).
+MAX_SUM_LINE = 64 * 1024
+
+
+def _open_sum_file(path: str) -> AbstractContextManager[BinaryIO]:
+    """The sum file, opened before its check starts: a missing one is one line, not a check.
+    Standard input is left open for a later ``-``."""
     if path == STDIN:
-        data = sys.stdin.buffer.read()
-    else:
+        if sys.stdin is None:  # fd 0 was closed: reading its stand-in fails with EBADF
+            return open(0, "rb", closefd=False)
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise OpenspecError(f"'{path}': {describe_os_error(err)}", ExitCode.USAGE) from err
+
+
+def _sum_lines(fh: BinaryIO, path: str) -> Iterator[str]:
+    """The file's lines one at a time, split on ``\n`` only (a CR stays part of a name)."""
+    while True:
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            raw = fh.readline(MAX_SUM_LINE)
+            if len(raw) == MAX_SUM_LINE and not raw.endswith(b"\n"):
+                while (more := fh.readline(MAX_SUM_LINE)) and not more.endswith(b"\n"):
+                    pass
+                raw = b"\0"  # nothing the parser takes: an improperly formatted line
         except OSError as err:
-            raise OpenspecError(f"'{path}': {describe_os_error(err)}", ExitCode.USAGE) from err
-    text = data.decode("utf-8", errors="surrogateescape")
-    return text.split("\n") if text else []
+            shown = "standard input" if path == STDIN else path
+            raise OpenspecError(
+                f"'{shown}': read error: {describe_os_error(err)}", ExitCode.MISMATCH
+            ) from err
+        if not raw:
+            return
+        yield raw.removesuffix(b"\n").decode("utf-8", errors="surrogateescape")
 
 
 def _print_line(line: str) -> None:
@@ -168,24 +206,24 @@ def run_check(
     code = 0
     for sum_file in sum_files:
         try:
-            lines = _read_sum_lines(sum_file)
-        except OpenspecError as err:
+            with _open_sum_file(sum_file) as fh:
+                report = sumfiles.check_sums(
+                    _sum_lines(fh, sum_file),
+                    sum_file,
+                    lambda p, a: _hash_for_check(p, a, limiter, watcher),
+                    options,
+                    # Through ``say``, which knows how stderr is spoken (an NDJSON event under
+                    # --progress json); the report's lines carry the "openspec: " that say adds.
+                    report=sumfiles.CheckReport(
+                        emit_stdout=_print_line,
+                        emit_stderr=lambda line: say(line.removeprefix("openspec: ")),
+                    ),
+                    rereadable=_rereadable,
+                )
+        except OpenspecError as err:  # the sum file itself: it cannot be opened or read
             say(err.message)
             code = max(code, int(ExitCode.MISMATCH))
             continue
-        name = "standard input" if sum_file == STDIN else sum_file
-        report = sumfiles.check_sums(
-            lines,
-            name,
-            lambda p, a: _hash_for_check(p, a, limiter, watcher),
-            options,
-            # Through ``say``, which knows how stderr is spoken (an NDJSON event under
-            # --progress json); the report's lines carry the "openspec: " that say adds.
-            report=sumfiles.CheckReport(
-                emit_stdout=_print_line,
-                emit_stderr=lambda line: say(line.removeprefix("openspec: ")),
-            ),
-        )
         code = max(code, report.exit_code)
     return code
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from conftest import (
     OPENSPEC,
     assert_one_error_line,
     invoke,
+    kill_quietly,
     random_bytes,
     reference_digest,
     run_openspec,
@@ -625,3 +627,72 @@ def test_check_keeps_stderr_ndjson_under_progress_json(tmp_path: Path) -> None:
     messages = [e["message"] for e in events if e["event"] == "message"]
     assert "missing: No such file or directory" in messages
     assert "WARNING: 1 line is improperly formatted" in messages
+
+
+def test_check_of_a_closed_stdin_is_one_line(tmp_path: Path) -> None:
+    """``verify -c - <&-``: Python leaves sys.stdin None; it used to end in a traceback."""
+    result = subprocess.run(
+        [*OPENSPEC, "verify", "-c", "-"], cwd=tmp_path, capture_output=True, timeout=20,
+        preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert lines[0] == "openspec: 'standard input': read error: Bad file descriptor"
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_a_fifo_whose_digest_fits_two_algorithms_is_read_once(tmp_path: Path) -> None:
+    """An md5 line first makes md5 the likely algorithm of a 32-digit line; when it is not,
+    the file was opened again for xxh128: a FIFO, already drained, blocked forever."""
+    (tmp_path / "a").write_bytes(b"hello\n")
+    os.mkfifo(tmp_path / "ff")
+    md5 = hashing.new_hasher("md5")
+    md5.update(b"hello\n")
+    xxh = hashing.new_hasher("xxh128")
+    xxh.update(b"hello\n")
+    (tmp_path / "S").write_text(f"{md5.hexdigest()}  a\n{xxh.hexdigest()}  ff\n")
+    check = subprocess.Popen(
+        [*OPENSPEC, "verify", "-c", "S"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with open(tmp_path / "ff", "wb") as fifo:  # blocks until the check opens it
+            fifo.write(b"hello\n")
+        out, err = check.communicate(timeout=20)
+    finally:
+        kill_quietly(check)
+    assert (check.returncode, out, err) == (0, b"a: OK\nff: OK\n", b"")
+
+
+def test_a_pipe_named_as_dev_stdin_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"hello\n")
+    md5, xxh = hashing.new_hasher("md5"), hashing.new_hasher("xxh128")
+    for hasher in (md5, xxh):
+        hasher.update(b"hello\n")
+    (tmp_path / "S").write_text(f"{md5.hexdigest()}  a\n{xxh.hexdigest()}  /dev/stdin\n")
+    result = subprocess.run(
+        [*OPENSPEC, "verify", "-c", "S"], cwd=tmp_path, input=b"hello\n",
+        capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, b"a: OK\n/dev/stdin: OK\n")
+
+
+def test_checking_a_huge_file_that_is_no_sum_file_keeps_memory_flat(tmp_path: Path) -> None:
+    """``verify -c *`` catching a disk image read it whole, decoded it and split it: 3.7 GB of
+    memory for 500 MB. Its lines are now read one at a time, an overlong one in pieces."""
+    big = tmp_path / "image.iso"
+    with open(big, "wb") as fh:
+        for _ in range(48):
+            fh.write(b"\x00" * (1 << 20))  # 48 MiB without one newline
+    probe = (
+        "import resource, subprocess, sys;"
+        "p = subprocess.run(sys.argv[1:], capture_output=True);"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *OPENSPEC, "verify", "-c", str(big)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    code, peak_kib = map(int, result.stdout.split())
+    assert code == 1  # no properly formatted lines
+    assert peak_kib < 48 * 1024  # the file alone would be 48 MiB; openspec's start-up is ~15
