@@ -25,6 +25,7 @@ from openspec_cli.errors import (
     Interrupted,
     OpenspecError,
     UsageError,
+    printable,
     write_stderr,
 )
 
@@ -57,19 +58,12 @@ settings = Settings()
 
 #: Control characters as backslash escapes: a file name holding a newline must not break the
 #: one-line message (nor send a terminal escape sequence).
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {
-    ord("\n"): "\\n",
-    ord("\t"): "\\t",
-    ord("\r"): "\\r",
-}
-
-
 def say(message: str) -> None:
     """One line on stderr, prefixed like coreutils do (an NDJSON event under --progress json)."""
     if settings.json_stderr:
         _event({"event": "message", "message": message})
     else:
-        write_stderr(f"{PROG}: {message.translate(_CONTROLS)}\n")
+        write_stderr(f"{PROG}: {printable(message)}\n")
 
 
 def _event(fields: dict[str, Any]) -> None:

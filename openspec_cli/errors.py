@@ -84,6 +84,21 @@ class BrokenPipe(OpenspecError):
     exit_code = ExitCode.BROKEN_PIPE
 
 
+#: Control characters as messages show them: a newline in a name would break the one-line rule,
+#: and an escape sequence would reach the terminal (retitle it, recolour it, hide output). C1
+#: controls too: some terminals take U+009B as the start of a sequence, as ESC [.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {
+    ord("\n"): "\\n",
+    ord("\t"): "\\t",
+    ord("\r"): "\\r",
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``'no\\nsuch'``), for a terminal or a log."""
+    return text.translate(_CONTROLS)
+
+
 def describe_os_error(err: OSError) -> str:
     """Return the OS reason for ``err`` as ``strerror`` (``No such file or directory``)."""
     if err.strerror:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from openspec_cli.engine import StreamStats
-from openspec_cli.errors import write_stderr
+from openspec_cli.errors import printable, write_stderr
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
@@ -169,7 +169,8 @@ class Dashboard:
         )
         size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
         # The id first: on a narrow terminal the name is cut, and the id is what resume needs.
-        label = f"[{stats.transfer_id}] {stats.name}" if stats.transfer_id else stats.name
+        name = printable(stats.name)  # a name's escape sequences must not reach the terminal
+        label = f"[{stats.transfer_id}] {name}" if stats.transfer_id else name
         return (
             Text(label, overflow="ellipsis", no_wrap=True),
             bar,
@@ -284,7 +285,9 @@ class ProgressLog(Dashboard):
         elif stats.transfer_id is not None:
             size = human_bytes(stats.total) if stats.total is not None else "?"
             start = f" from {human_bytes(stats.done)}" if stats.done else ""
-            self._write(f"openspec: transfer {stats.transfer_id}: {stats.name} ({size}){start}")
+            self._write(
+                f"openspec: transfer {stats.transfer_id}: {printable(stats.name)} ({size}){start}"
+            )
 
     def stream_finished(self, stats: StreamStats) -> None:
         """Fold the stream into the totals; a JSON log also gets a finish event."""

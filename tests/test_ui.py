@@ -283,3 +283,20 @@ def test_a_narrow_terminal_cuts_the_name_not_the_transfer_id() -> None:
                         transfer_id="0a1b2c3d")  # fmt: skip
     board.stream_started(stats)
     assert "[0a1b2c3d]" in render_text(board, width=40)
+
+
+@pytest.mark.parametrize("term", ["xterm-256color", "dumb"], ids=["panel", "plain lines"])
+def test_a_name_cannot_send_escape_sequences_to_the_terminal(tmp_path: Path, term: str) -> None:
+    """A downloaded file named to retitle the terminal (OSC 2), or to recolour it, is shown
+    with its control characters escaped, as error messages show them."""
+    src = tmp_path / "x\x1b]2;PWNED\x07\x9b31m.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    drawn, _ = run_in_pty(
+        tmp_path, src, {"TERM": term},
+        ["copy", "--limit-rate", "2M", str(src), str(tmp_path / "out.bin")],
+    )  # fmt: skip
+    assert "\x1b]" not in drawn
+    assert "\x07" not in drawn
+    assert "\x9b" not in drawn
+    assert "PWNED" in drawn  # the name is shown, escaped
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
