@@ -47,7 +47,13 @@ from openspec_cli.bench_model import Spec as Spec
 from openspec_cli.bench_model import Throughput as Throughput
 from openspec_cli.bench_model import result_from_dict as result_from_dict
 from openspec_cli.bench_scenarios import Tally as Tally
-from openspec_cli.errors import ExitCode, Interrupted, OpenspecError, UsageError
+from openspec_cli.errors import (
+    ExitCode,
+    Interrupted,
+    OpenspecError,
+    UsageError,
+    describe_os_error,
+)
 
 # The names imported ``as`` themselves above are re-exported: callers and tests use them as
 # ``bench.NAME``, as they did before those moved to bench_model, _instruments and _scenarios.
@@ -206,7 +212,11 @@ class NullBenchObserver:
 @contextlib.contextmanager
 def workspace(directory: str | None) -> Iterator[Path]:
     """A private temporary directory, removed on every way out."""
-    root = Path(tempfile.mkdtemp(prefix="openspec-bench-", dir=directory))
+    try:
+        root = Path(tempfile.mkdtemp(prefix="openspec-bench-", dir=directory))
+    except OSError as err:  # before anything ran: a read-only --dir or TMPDIR is a usage error
+        where = directory or tempfile.gettempdir()
+        raise UsageError(f"--dir: cannot work in '{where}': {describe_os_error(err)}") from err
     try:
         yield root
     finally:

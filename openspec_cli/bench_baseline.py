@@ -192,9 +192,26 @@ def load_baseline(path: str) -> dict[str, Any]:
         raise UsageError(f"--baseline '{path}': not JSON ({err})") from err
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise UsageError(f"--baseline '{path}': not an openspec bench --json result")
-    if data.get("version") != VERSION or not isinstance(data.get("scenarios"), list):
+    if data.get("version") != VERSION:
         raise UsageError(
             f"--baseline '{path}': schema version {data.get('version')!r}, "
             f"this openspec reads version {VERSION}"
         )
+    problem = _shape_problem(data)
+    if problem:
+        raise UsageError(f"--baseline '{path}': {problem}")
     return data
+
+
+def _shape_problem(data: dict[str, Any]) -> str:
+    """What is wrong with a baseline's parts that :func:`compare` reads, found before a run
+    (a hand-edited one used to crash the comparison after the whole benchmark)."""
+    scenarios = data.get("scenarios")
+    if not isinstance(scenarios, list):
+        return "'scenarios' is missing or not a list"
+    if not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in scenarios):
+        return "'scenarios' holds an entry that is not an object with a string 'id'"
+    for part in ("summary", "machine"):
+        if not isinstance(data.get(part, {}), dict):
+            return f"'{part}' is not an object"
+    return ""

@@ -234,6 +234,9 @@ def write_json(doc: dict[str, Any], path: str) -> None:
     fd, temp = tempfile.mkstemp(prefix=".bench-", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)  # as the shell's `>`; mkstemp's is 0600
             handle.write(text)
         os.replace(temp, target)
     except BaseException:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from io import StringIO
@@ -272,6 +273,16 @@ def test_json_schema(tmp_path: Path) -> None:
         ("{not json", "not JSON"),
         ('{"schema": "other"}', "not an openspec bench"),
         ('{"schema": "openspec-bench", "version": 99, "scenarios": []}', "version 99"),
+        ('{"schema": "openspec-bench", "version": 1}', "'scenarios' is missing"),
+        ('{"schema": "openspec-bench", "version": 1, "scenarios": {"a": 1}}', "not a list"),
+        (
+            '{"schema": "openspec-bench", "version": 1, "scenarios": [1, 2]}',
+            "not an object with a string 'id'",
+        ),
+        (
+            '{"schema": "openspec-bench", "version": 1, "scenarios": [], "summary": []}',
+            "'summary' is not an object",
+        ),
     ],
 )
 def test_unusable_baselines_are_usage_errors(
@@ -548,6 +559,28 @@ def test_too_small_a_disk_is_refused_before_anything_runs(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr
     assert "free" in result.stderr.strip().splitlines()[-1]
     assert left == []
+
+
+def test_a_read_only_dir_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with mounted(tmp_path / "ro", "-t", "tmpfs", "-o", "size=10m,ro", "tmpfs") as mnt:
+        result = subprocess.run(
+            [*OPENSPEC, "bench", "--quick", "--dir", str(mnt)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"openspec: --dir: cannot work in '{mnt}': Read-only file system"
+    )
+
+
+def test_the_json_result_is_made_as_the_shell_would_make_it(tmp_path: Path) -> None:
+    """mkstemp's 0600 kept a CI job's artifact step (another user) from reading it."""
+    old = os.umask(0o022)
+    try:
+        bench_report.write_json({"a": 1}, str(tmp_path / "out.json"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o644
 
 
 def test_a_narrow_terminal_still_shows_every_verdict(
