@@ -34,7 +34,7 @@ from openspec_cli.records import Record
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from openspec_cli.engine import Observer
+    from openspec_cli.engine import Observer, Pacer
     from openspec_cli.hashing import Hasher
 
 STDIN = "-"
@@ -65,9 +65,11 @@ def hash_path(
     drop_cache: bool = False,
     limiter: RateLimiter | None = None,
     hasher: Hasher | None = None,
+    pacer: Pacer | None = None,
 ) -> str:
     """Digest of the file at ``path``; ``drop_cache`` asks the OS to read it from the device.
-    ``hasher``, when given, is fed instead of a new one of ``algo``."""
+    ``hasher``, when given, is fed instead of a new one of ``algo``; ``pacer``: the governor
+    of a copy whose file this is (``--verify``), whose budget its buffers then count in."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as err:
@@ -79,7 +81,7 @@ def hash_path(
         hasher = hasher or hashing.new_hasher(algo)
         stats = stats or StreamStats(name=path, total=size)
         try:
-            Pump(fd, stats, hasher=hasher, limiter=limiter).run()
+            Pump(fd, stats, hasher=hasher, limiter=limiter, pacer=pacer).run()
         except OSError as err:
             raise TransferIOError(f"error reading '{path}': {describe_os_error(err)}") from err
         return hasher.hexdigest()

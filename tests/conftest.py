@@ -137,6 +137,22 @@ def run_openspec(
     )
 
 
+def peak_rss_kib(args: Sequence[str], cwd: Path) -> tuple[int, int]:
+    """Run openspec with ``args``; its exit status and peak resident memory in KiB, measured
+    by a parent of its own (our RUSAGE_CHILDREN counts every child the tests ever ran)."""
+    probe = (
+        "import resource, subprocess, sys;"
+        "p = subprocess.run(sys.argv[1:], capture_output=True);"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *OPENSPEC, *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    code, peak = map(int, result.stdout.split())
+    return code, peak
+
+
 def start_openspec(
     args: Sequence[str], cwd: Path, stdout: int = subprocess.PIPE
 ) -> subprocess.Popen[bytes]:

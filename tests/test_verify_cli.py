@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from conftest import (
     assert_one_error_line,
     invoke,
     kill_quietly,
+    peak_rss_kib,
     random_bytes,
     reference_digest,
     run_openspec,
@@ -684,15 +684,6 @@ def test_checking_a_huge_file_that_is_no_sum_file_keeps_memory_flat(tmp_path: Pa
     with open(big, "wb") as fh:
         for _ in range(48):
             fh.write(b"\x00" * (1 << 20))  # 48 MiB without one newline
-    probe = (
-        "import resource, subprocess, sys;"
-        "p = subprocess.run(sys.argv[1:], capture_output=True);"
-        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, *OPENSPEC, "verify", "-c", str(big)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    code, peak_kib = map(int, result.stdout.split())
+    code, peak_kib = peak_rss_kib(["verify", "-c", str(big)], tmp_path)
     assert code == 1  # no properly formatted lines
     assert peak_kib < 48 * 1024  # the file alone would be 48 MiB; openspec's start-up is ~15
