@@ -8,6 +8,7 @@ into output and an exit status.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import stat
 import sys
@@ -110,14 +111,26 @@ def describe_os_error(err: OSError) -> str:
 
 def from_os_error(err: OSError, path: str, path2: str | None = None) -> OpenspecError:
     """Map an OSError at ``path`` to the user-facing error, naming both paths when there are two."""
-    import errno
-
     where = f"'{path}'" if path2 is None else f"'{path}' -> '{path2}'"
     msg = f"{where}: {describe_os_error(err)}"
-    usage_errnos = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}
-    if err.errno in usage_errnos:
+    if err.errno in _bad_input_errnos():
         return UsageError(msg)
     return TransferIOError(msg)
+
+
+@functools.cache
+def _bad_input_errnos() -> frozenset[int]:
+    """What a path itself is wrong about, found on opening it: bad input (2), where the other
+    failures of the system are I/O errors (3). A symlink loop, a name too long, a socket (no
+    device to open), a read-only filesystem and a closed stdin are the user's to fix."""
+    import errno
+
+    return frozenset(
+        {
+            errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+            errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO, errno.EROFS, errno.EBADF,
+        }
+    )  # fmt: skip
 
 
 _KINDS = (

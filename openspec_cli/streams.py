@@ -235,6 +235,8 @@ def _cat_one(
                 raise OutputError(
                     f"error writing standard output: {describe_os_error(err)}"
                 ) from err
+            if stats.done == 0:  # not one byte: the input itself (a closed stdin is bad input)
+                raise from_os_error(err, path) from err
             raise TransferIOError(f"'{path}': {describe_os_error(err)}") from err
         finally:
             observer.stream_finished(stats)

@@ -330,3 +330,36 @@ def test_a_spliced_stream_reports_its_chunk_size(tmp_path: Path) -> None:
                if e["event"] == "sample"]  # fmt: skip
     assert samples
     assert {e["chunk_size"] for e in samples} == {RateLimiter(2 * MIB).chunk(MAX_CHUNK)}
+
+
+def _unopenable(tmp_path: Path, kind: str) -> str:
+    """An input that is wrong in itself, made for real."""
+    if kind == "symlink loop":
+        os.symlink("loop", tmp_path / "loop")
+        return "loop"
+    if kind == "name too long":
+        return "x" * 300
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+    return "sock"
+
+
+@pytest.mark.parametrize("command", ["cat", "verify"])
+@pytest.mark.parametrize("kind", ["symlink loop", "name too long", "socket"])
+def test_an_input_that_cannot_be_opened_is_bad_input(
+    tmp_path: Path, command: str, kind: str
+) -> None:
+    """Exit 2 as documented for an input that cannot be read; 3 is for I/O errors while data
+    moves. A loop, a name too long and a socket exited 3."""
+    name = _unopenable(tmp_path, kind)
+    result = run_openspec([command, name], cwd=tmp_path)
+    assert result.returncode == USAGE, result.stderr
+    assert assert_one_error_line(result.stderr.decode()).startswith(f"openspec: '{name}': ")
+
+
+def test_a_closed_stdin_is_bad_input(tmp_path: Path) -> None:
+    result = run_openspec(["cat", "-"], cwd=tmp_path, preexec_fn=lambda: os.close(0))
+    assert result.returncode == USAGE
+    assert assert_one_error_line(result.stderr.decode()) == "openspec: '-': Bad file descriptor"
