@@ -146,8 +146,19 @@ def _check_input(path: str, out: os.stat_result | None) -> None:
         raise UsageError(f"'{path}': Is a directory")
     if path != STDIN and not os.access(path, os.R_OK):
         raise UsageError(f"'{path}': Permission denied")
-    if out is not None and os.path.samestat(st, out):
+    if out is not None and os.path.samestat(st, out) and _unread(path, st) > 0:
         raise UsageError(f"'{path}': input file is output file")
+
+
+def _unread(path: str, st: os.stat_result) -> int:
+    """What is left to read of an input: GNU cat refuses its output as input only then, so
+    ``cat f > f`` (the shell emptied f) and ``cat empty >> empty`` end quietly, exit 0."""
+    if path != STDIN:
+        return st.st_size
+    try:
+        return st.st_size - os.lseek(0, 0, os.SEEK_CUR)
+    except OSError:
+        return st.st_size
 
 
 @contextlib.contextmanager

@@ -332,6 +332,23 @@ def test_a_spliced_stream_reports_its_chunk_size(tmp_path: Path) -> None:
     assert {e["chunk_size"] for e in samples} == {RateLimiter(2 * MIB).chunk(MAX_CHUNK)}
 
 
+@pytest.mark.parametrize("via_stdin", [False, True], ids=["named", "stdin"])
+def test_the_output_as_input_with_nothing_left_to_read_is_no_error(
+    tmp_path: Path, via_stdin: bool
+) -> None:
+    """As GNU cat: ``cat f > f`` (the shell has emptied f), ``cat e >> e`` of an empty file, or
+    stdin already read to its end, are refused only when unread input remains."""
+    (tmp_path / "f").write_bytes(b"")
+    args = ["cat", "-"] if via_stdin else ["cat", "f"]
+    with open(tmp_path / "f", "ab") as out, open(tmp_path / "f", "rb") as stdin:
+        result = subprocess.run(
+            [*OPENSPEC, *args], cwd=tmp_path, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
+            timeout=20,
+        )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert (tmp_path / "f").read_bytes() == b""
+
+
 def _unopenable(tmp_path: Path, kind: str) -> str:
     """An input that is wrong in itself, made for real."""
     if kind == "symlink loop":
