@@ -7,6 +7,7 @@ into output and an exit status.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import os
@@ -160,9 +161,30 @@ def write_stderr(text: str, stream: TextIO | None = None) -> None:
     """
     stream = stream or sys.stderr
     buffer = getattr(stream, "buffer", None)
-    if buffer is None:
-        stream.write(text)
-    else:
+    try:
+        if buffer is None:
+            stream.write(text)
+        else:
+            stream.flush()
+            buffer.write(text.encode(stream.encoding or "utf-8", "surrogateescape"))
         stream.flush()
-        buffer.write(text.encode(stream.encoding or "utf-8", "surrogateescape"))
-    stream.flush()
+    except OSError:
+        _drop_stderr(stream)
+
+
+def _drop_stderr(stream: TextIO) -> None:
+    """stderr cannot be written (a full disk behind ``2>log``, a closed pipe): nobody can read
+    the message, but the exit code must still say what happened. Python would report the
+    failure, fail again, and exit 1, the code for a mismatch. What is pending is dropped and
+    what follows goes to /dev/null."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+    with contextlib.suppress(OSError):
+        stream.flush()  # the bytes still pending now go to /dev/null

@@ -380,3 +380,21 @@ def test_a_closed_stdin_is_bad_input(tmp_path: Path) -> None:
     result = run_openspec(["cat", "-"], cwd=tmp_path, preexec_fn=lambda: os.close(0))
     assert result.returncode == USAGE
     assert assert_one_error_line(result.stderr.decode()) == "openspec: '-': Bad file descriptor"
+
+
+@pytest.mark.parametrize(
+    ("args", "out_full", "code"),
+    [(["cat", "nope"], False, USAGE), (["verify", "nope"], False, USAGE), (["cat", "a"], True, 3)],
+)
+def test_an_unwritable_stderr_keeps_the_exit_code(
+    tmp_path: Path, args: list[str], out_full: bool, code: int
+) -> None:
+    """A full disk behind ``2>log``: the message is lost, but the status must still say what
+    happened (Python's own report of the failure ended in 1, the code for a mismatch)."""
+    write_random(tmp_path / "a", 100)
+    with open("/dev/full", "wb") as full, open(os.devnull, "wb") as null:
+        result = subprocess.run(
+            [*OPENSPEC, *args], cwd=tmp_path, stdout=full if out_full else null, stderr=full,
+            timeout=20,
+        )  # fmt: skip
+    assert result.returncode == code
