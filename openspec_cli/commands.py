@@ -374,7 +374,7 @@ def _print_copy_summary(
     seconds = wall if wall is not None else sum(r.seconds for r in copied)
     rate = human_rate(moved / seconds) if seconds > 0 else "-"
     verified = ", verified" if copied and all(r.verified for r in copied) else ""
-    if engine is not None and engine.get("highest_level", "NONE") != "NONE":
+    if engine is not None and engine.get("highest_level") not in (None, "NONE"):
         verified += f", backpressure up to {engine['highest_level']}"
     sys.stderr.write(
         f"copied {len(copied)} file(s), {human_bytes(total)}{_moved_note(copied, moved, total)} "

@@ -152,9 +152,10 @@ class CopyReport(Record):
         self.errors: list[OpenspecError] = errors if errors is not None else []
 
     @property
-    def highest_level(self) -> str:
-        """The worst backpressure level reached."""
-        return str(self.engine["highest_level"])
+    def highest_level(self) -> str | None:
+        """The worst backpressure level reached; None when no sample was taken."""
+        level = self.engine["highest_level"]
+        return None if level is None else str(level)
 
 
 def copy_all(
