@@ -41,9 +41,13 @@ if TYPE_CHECKING:
 HASH_ONLY_CHUNK = 256 * 1024
 
 #: Under --limit-rate, chunks hold about this fraction of a second of data (see RateLimiter),
-#: and no less than a page: with the engine's 32 KiB floor, -L 4K moved 32 KiB every 8 s.
+#: and no less than this: with the engine's 32 KiB floor, -L 4K moved 32 KiB every 8 s, and
+#: with a 4 KiB one -L 2k moved 4 KiB every 2 s (pv -L 2k: 200 bytes every 0.1 s).
 LIMITED_CHUNKS_PER_SECOND = 20
-LIMITED_MIN_CHUNK = 4096
+LIMITED_MIN_CHUNK = 256
+#: Under --limit-rate, how far behind its schedule a stream may fall and then catch up at full
+#: speed: a stall (backpressure's slowdown, a slow disk) is not made up for by a burst.
+LIMITED_CATCH_UP = 1 / LIMITED_CHUNKS_PER_SECOND
 
 #: Buffers per stream: one being read, one being written, two in flight to absorb jitter.
 POOL_SIZE = 4
@@ -185,11 +189,22 @@ class RateLimiter:
         return clamp(1 << max(per_turn.bit_length() - 1, 0), LIMITED_MIN_CHUNK, ceiling)
 
     def throttle(self, nbytes: int) -> None:
-        """Account ``nbytes`` and sleep until sending them keeps us at or under the rate."""
+        """Account ``nbytes`` and sleep until sending them keeps us at or under the rate.
+
+        Time lost to a stall is lost: a stream further behind its schedule than
+        ``LIMITED_CATCH_UP`` (or one chunk, if longer) is put back to that much behind, not let
+        through at full speed until it has caught up (backpressure's slowdowns were undone so,
+        at MODERATE and HEAVY). A source slower than the rate is never held back.
+        """
+        now = self._clock()
         with self._lock:
+            behind = now - (self._start + self._sent / self.rate)
+            allowed = max(LIMITED_CATCH_UP, nbytes / self.rate)
+            if behind > allowed:
+                self._start += behind - allowed
             self._sent += nbytes
             due = self._start + self._sent / self.rate
-        delay = due - self._clock()
+        delay = due - now
         if delay > 0:
             self._sleep(delay)
 

@@ -107,6 +107,19 @@ def test_rate_limiter_holds_the_average_rate() -> None:
     assert fake.now == pytest.approx(5.0)
 
 
+def test_a_stall_is_not_made_up_for_by_a_burst() -> None:
+    """After 10 s without sending (backpressure held the stream), the next 5 s of data take
+    5 s, less one chunk's worth of catching up (rate-sized chunks are 1/20 s): not 0 s."""
+    fake = FakeTime()
+    limiter = RateLimiter(1000.0, clock=fake.clock, sleep=fake.sleep)
+    limiter.throttle(1000)
+    fake.now += 10.0
+    start = fake.now
+    for _ in range(10):
+        limiter.throttle(500)
+    assert fake.now - start == pytest.approx(5.0 - 0.5)
+
+
 def test_rate_limiter_does_not_sleep_when_source_is_slower() -> None:
     fake = FakeTime()
     limiter = RateLimiter(1000.0, clock=fake.clock, sleep=fake.sleep)
@@ -125,8 +138,8 @@ def test_rate_limiter_does_not_sleep_when_source_is_slower() -> None:
         (1024 * MIB, HASH_ONLY_CHUNK, HASH_ONLY_CHUNK),
         (1 * MIB, MAX_CHUNK, 32 * KIB),
         (100 * KIB, MAX_CHUNK, 4 * KIB),
-        (4 * KIB, MAX_CHUNK, 4 * KIB),
-        (1.0, MAX_CHUNK, 4 * KIB),
+        (4 * KIB, MAX_CHUNK, 256),  # smooth as pv -L: 256 bytes every 1/16 s
+        (1.0, MAX_CHUNK, 256),
     ],
 )
 def test_rate_limited_chunks_hold_about_a_twentieth_of_a_second(
