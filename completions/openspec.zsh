@@ -37,8 +37,8 @@ _openspec_verify() {
         '(--ignore-missing)--ignore-missing[With -c\: skip missing files]' \
         '(-w --warn)-w[With -c\: warn about malformed lines]' \
         '(-w --warn)--warn[With -c\: warn about malformed lines]' \
-        '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
-        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
+        '(-L --limit-rate)-L+[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
+        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
         '(--progress)--progress=[auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none]:mode:(auto tty plain json none)' \
         '(- : *)-h[Show this message and exit]' \
         '(- : *)--help[Show this message and exit]' \
@@ -50,8 +50,8 @@ _openspec_cat() {
         '(--hash)--hash[Print the digest of everything written, on stderr]' \
         '(-a --algo)-a+[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
         '(-a --algo)--algo=[Digest algorithm\: xxh128, xxh3, xxh64, xxh32, sha256, sha1, md5, blake2b, sha224, sha384, sha512, blake2b-256]:algo:(xxh128 xxh3 xxh64 xxh32 sha256 sha1 md5 blake2b sha224 sha384 sha512 blake2b-256)' \
-        '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
-        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
+        '(-L --limit-rate)-L+[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
+        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
         '(--progress)--progress=[auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none]:mode:(auto tty plain json none)' \
         '(-q --quiet)-q[No progress and no summary]' \
         '(-q --quiet)--quiet[No progress and no summary]' \
@@ -70,8 +70,8 @@ _openspec_resume() {
         '(--prune)--prune[Remove orphaned checkpoints, partial files and tree-copy journals]' \
         '(--older-than)--older-than=[With --prune\: also remove transfers and tree copies idle this long (e.g. 7d)]:age: ' \
         '*--in=[With --prune\: also look for orphaned partial files in DIR and below]:dir:_files -/' \
-        '(-L --limit-rate)-L+[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
-        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s in all (e.g. 20M; binary units like pv -L); parallel files share it equally]:rate: ' \
+        '(-L --limit-rate)-L+[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
+        '(-L --limit-rate)--limit-rate=[Pace to RATE bytes/s (e.g. 20M; binary units like pv -L)]:rate: ' \
         '(--progress)--progress=[auto (panel on a terminal), tty, plain (lines for logs), json (NDJSON events on stderr) or none]:mode:(auto tty plain json none)' \
         '(--json)--json[Print a JSON summary on stdout]' \
         '(-q --quiet)-q[No progress and no summary]' \

@@ -52,6 +52,16 @@ RateOpt = Annotated[
         "share it equally.",
     ),
 ]
+#: For the commands that move one file at a time.
+RateOneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--limit-rate",
+        "-L",
+        metavar="RATE",
+        help="Pace to RATE bytes/s (e.g. 20M; binary units like pv -L).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")]
 ProgressOpt = Annotated[
     str,
@@ -194,7 +204,7 @@ def resume(
             help="With --prune: also look for orphaned partial files in DIR and below.",
         ),
     ] = None,
-    limit_rate: RateOpt = None,
+    limit_rate: RateOneOpt = None,
     progress_mode: ProgressOpt = "auto",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -216,7 +226,7 @@ def cat(
         typer.Option("--hash", help="Print the digest of everything written, on stderr."),
     ] = False,
     algo: AlgoOpt = DEFAULT_ALGO,
-    limit_rate: RateOpt = None,
+    limit_rate: RateOneOpt = None,
     progress_mode: ProgressOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -270,7 +280,7 @@ def verify(
     warn: Annotated[
         bool, typer.Option("--warn", "-w", help="With -c: warn about malformed lines.")
     ] = False,
-    limit_rate: RateOpt = None,
+    limit_rate: RateOneOpt = None,
     progress_mode: ProgressOpt = "auto",
 ) -> None:
     """Print digests as xxh128sum/sha256sum do, check sum files, or compare files and trees."""
