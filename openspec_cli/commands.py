@@ -585,7 +585,7 @@ def verify(
             if STDIN in [*targets, against]:
                 raise UsageError("--against compares files; it does not read standard input")
             with progress("verify", progress_mode) as observer:
-                verifying.run_compare(targets, against, recursive, limiter, observer)
+                verifying.run_compare(targets, against, recursive, limiter, observer, say)
             return
         if check:
             from openspec_cli import sumfiles

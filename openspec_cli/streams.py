@@ -407,10 +407,14 @@ def compare_trees(
                 f"'{path}': {'No such file or directory' if missing else 'Not a directory'}"
             )
     diffs: list[Difference] = []
+    unlike: set[str] = set()  # names of different kinds: what is below them is said with them
     for rel in sorted(_tree_entries(left) | _tree_entries(right)):
+        if any(parent in unlike for parent in _parents(rel)):
+            continue
         lp, rp = os.path.join(left, rel), os.path.join(right, rel)
         lkind, rkind = _kind(lp), _kind(rp)
         if lkind != rkind:
+            unlike.add(rel)
             reason = f"'{rel}' is {lkind} on the left and {rkind} on the right"
             diffs.append(Difference(lp, rp, None, reason))
         elif lkind == "a symlink" and os.readlink(lp) != os.readlink(rp):
@@ -421,6 +425,12 @@ def compare_trees(
             if diff is not None:
                 diffs.append(diff)
     return diffs
+
+
+def _parents(rel: str) -> list[str]:
+    """``a/b/c`` -> ``a``, ``a/b``."""
+    parts = rel.split(os.sep)
+    return [os.sep.join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _kind(path: str) -> str:
@@ -446,7 +456,14 @@ def _tree_entries(root: str) -> set[str]:
     return found
 
 
-def require_identical(diffs: list[Difference]) -> None:
-    """Raise the first difference as a mismatch (exit 1), like ``cmp``."""
-    if diffs:
-        raise MismatchError(diffs[0].describe())
+def require_identical(
+    diffs: list[Difference], say: Callable[[str], None] | None = None
+) -> None:
+    """Raise a difference as a mismatch (exit 1), like ``cmp``; with ``say``, as ``diff -r``
+    does for trees, every one is told, a line each, and the last is raised."""
+    if not diffs:
+        return
+    if say is not None:
+        for diff in diffs[:-1]:
+            say(diff.describe())
+    raise MismatchError(diffs[-1 if say is not None else 0].describe())

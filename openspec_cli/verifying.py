@@ -234,8 +234,10 @@ def run_compare(
     recursive: bool,
     limiter: RateLimiter | None = None,
     observer: Observer | None = None,
+    say: Say | None = None,
 ) -> None:
-    """Compare one file (or tree) with another; raises MismatchError on the first difference."""
+    """Compare one file (or tree) with another; raises MismatchError on a difference. In a
+    tree, every difference is found, and ``say`` is told of each but the last."""
     if len(paths) != 1:
         raise OpenspecError("--against takes exactly one FILE", ExitCode.USAGE)
     left = paths[0]
@@ -244,4 +246,4 @@ def run_compare(
     else:
         diff = compare_files(left, other, limiter=limiter, observer=observer)
         diffs = [diff] if diff else []
-    require_identical(diffs)
+    require_identical(diffs, say if recursive else None)

@@ -687,3 +687,31 @@ def test_checking_a_huge_file_that_is_no_sum_file_keeps_memory_flat(tmp_path: Pa
     code, peak_kib = peak_rss_kib(["verify", "-c", str(big)], tmp_path)
     assert code == 1  # no properly formatted lines
     assert peak_kib < 48 * 1024  # the file alone would be 48 MiB; openspec's start-up is ~15
+
+
+def test_comparing_trees_reports_every_difference(runner: CliRunner, tmp_path: Path) -> None:
+    """As diff -r: one line per difference, in name order, not only the first (a user had to
+    rerun once per difference); exit 1."""
+    left, right = tmp_path / "L", tmp_path / "R"
+    for side in (left, right):
+        (side / "sub").mkdir(parents=True)
+        (side / "same").write_bytes(b"same")
+    (left / "only").write_bytes(b"a")
+    (left / "sub" / "x").write_bytes(b"1")
+    (right / "sub" / "x").write_bytes(b"2")
+    os.symlink("same", left / "z")
+    os.symlink("only", right / "z")
+    (left / "gone" / "deep").mkdir(parents=True)  # said once, not once per name inside
+    (left / "gone" / "deep" / "f").write_bytes(b"f")
+
+    code, err = compare(runner, left, right, "-r")
+
+    assert code == MISMATCH
+    assert err.splitlines() == [
+        f"openspec: '{left}/gone' and '{right}/gone' differ: 'gone' is a directory on the left "
+        "and missing on the right",
+        f"openspec: '{left}/only' and '{right}/only' differ: 'only' is a file on the left and "
+        "missing on the right",
+        f"openspec: '{left}/sub/x' and '{right}/sub/x' differ: content differs at byte offset 0",
+        f"openspec: '{left}/z' and '{right}/z' differ: symlink 'z' points to 'same' and 'only'",
+    ]
