@@ -161,7 +161,7 @@ def resume(
 ) -> FileResult:
     """Finish an interrupted transfer from its last verified point (or from zero: ``restart``)."""
     options = CopyOptions(limiter=_limiter(limit_rate), restart=restart)
-    return copying.resume(
+    return scheduler.resume_governed(
         transfer_id, options, observer, plan.check_replaceable, unfinished.note_resumed
     )
 

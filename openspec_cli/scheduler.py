@@ -19,7 +19,7 @@ from openspec_cli.checkpoint import Checkpoint, list_all
 from openspec_cli.chunking import STREAMING_TRIGGER
 from openspec_cli.cleanup import Priority
 from openspec_cli.copy_records import CopyOptions, FileResult
-from openspec_cli.copying import copy_file
+from openspec_cli.copying import copy_file, resume
 from openspec_cli.engine import NullObserver
 from openspec_cli.errors import ExitCode, Interrupted, OpenspecError
 from openspec_cli.fileio import fsync_dir
@@ -234,6 +234,27 @@ def copy_all(
         engine_summary(governor, time.monotonic() - started),
         errors,
     )
+
+
+def resume_governed(
+    transfer_id: str,
+    options: CopyOptions,
+    observer: Observer | None = None,
+    check_dest: Callable[[str, str, bool], None] | None = None,
+    finished: Callable[[str, FileResult], None] | None = None,
+) -> FileResult:
+    """:func:`copying.resume` under a governor of its own, as each transfer of a copy runs:
+    the memory thresholds and backpressure apply to it, and the panel shows them."""
+    governor = Governor(1)
+    watched = GovernedObserver(governor, observer or NullObserver())
+    halt = governor.run_monitor()
+    governor.admit()
+    try:
+        return resume(transfer_id, options.replace(pacer=governor), watched, check_dest, finished)
+    finally:
+        governor.leave()
+        halt()
+        governor.cleanup.release_all(up_to=Priority.NORMAL)
 
 
 def _folders_made(made: list[Made]) -> set[str]:

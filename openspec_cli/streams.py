@@ -456,9 +456,7 @@ def _tree_entries(root: str) -> set[str]:
     return found
 
 
-def require_identical(
-    diffs: list[Difference], say: Callable[[str], None] | None = None
-) -> None:
+def require_identical(diffs: list[Difference], say: Callable[[str], None] | None = None) -> None:
     """Raise a difference as a mismatch (exit 1), like ``cmp``; with ``say``, as ``diff -r``
     does for trees, every one is told, a line each, and the last is raised."""
     if not diffs:

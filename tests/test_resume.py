@@ -377,6 +377,30 @@ def test_an_interrupt_after_the_rename_leaves_no_checkpoint(
     assert partials(tmp_path) == []
 
 
+def test_a_resume_runs_under_the_governor_as_a_copy_does(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Memory thresholds and backpressure apply to a resumed transfer, and the panel shows
+    its pressure line: resume used to run without a governor (no level, memory, streams)."""
+    from openspec_cli import api
+
+    _, dst, data, tid = interrupt(tmp_path, env)
+    engines: list[Any] = []
+
+    class Watcher(NullObserver):
+        def engine_attached(self, engine: Any) -> None:
+            engines.append(engine)
+
+    api.resume(tid, observer=Watcher())
+
+    assert dst.read_bytes() == data
+    (engine,) = engines
+    snapshot = engine.snapshot()
+    assert snapshot["level"] in {"NONE", "LIGHT", "MODERATE", "HEAVY", "CRITICAL"}
+    assert snapshot["allowed"] == 1
+    assert snapshot["ceiling"] > 0
+
+
 def test_resume_all_says_which_transfers_it_leaves_out(tmp_path: Path, env: dict[str, str]) -> None:
     src, _, _, tid = interrupt(tmp_path, env)
     with open(src, "ab") as fh:
