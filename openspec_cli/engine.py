@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from openspec_cli.chunking import (
     MAX_CHUNK,
+    MIN_CHUNK,
     STREAMING_TRIGGER,
     ChunkSizer,
     clamp,
@@ -233,10 +234,12 @@ def buffer_size_for(total: int | None, ceiling: int = MAX_CHUNK) -> int:
 
     Rounded up to a power of two: a tree of small files then asks the scheduler's bank for a
     few sizes it can reuse, not a new size (a new allocation, the old ones dropped) per file.
+    Never under the smallest chunk: a file in /proc says it holds 0 bytes, and one that grows
+    as it is read outgrows what it said; a 1-byte buffer read them a byte per system call.
     """
     if total is None:
         return ceiling
-    return min(ceiling, 1 << max(total - 1, 0).bit_length())
+    return min(ceiling, max(MIN_CHUNK, 1 << max(total - 1, 0).bit_length()))
 
 
 @functools.cache
@@ -419,6 +422,7 @@ class Pump:
         started = self._gate()
         buffers = self._borrow(1)
         stats, hasher, sink = self.stats, self.hasher, self.sink
+        said = stats.total or 0
         try:
             buf = buffers[0]
             while n := self._read(buf):
@@ -428,6 +432,10 @@ class Pump:
                 if sink is not None:
                     sink(view)
                 stats.done += n
+                if said and stats.done > said and self.on_commit and hasher is not None:
+                    # It grew while read: the commit hook judges (a copy refuses it at once;
+                    # reading on, a file appended to without end was copied without end).
+                    self.on_commit(stats.done, hasher.copy())
         finally:
             self._return(buffers)
         if stats.done:

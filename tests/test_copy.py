@@ -39,8 +39,9 @@ from conftest import (
 from typer.testing import CliRunner
 
 from openspec_cli import api, transfer
+from openspec_cli.copy_records import CopyOptions
 from openspec_cli.engine import NullObserver, StreamStats
-from openspec_cli.errors import Interrupted
+from openspec_cli.errors import Interrupted, SourceChangedError
 
 USAGE = 2
 IO_ERROR = 3
@@ -1542,3 +1543,21 @@ def test_dangling_destination_symlink_is_refused(runner: CliRunner, tmp_path: Pa
     assert result.exit_code == 2
     assert "dangling symlink" in result.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_small_source_that_grows_while_read_is_refused_at_once(tmp_path: Path) -> None:
+    """A 1-byte file appended to after the copy looked at it: the copy must stop as soon as it
+    reads past the size it started from, not read on to the end (it read a byte per call, for
+    as long as a writer kept appending)."""
+    src = tmp_path / "grows"
+    src.write_bytes(b"x")
+    started = transfer.start(str(src), str(tmp_path / "copy"), CopyOptions(), NullObserver())
+    with open(src, "ab") as writer:
+        writer.write(b"y" * (8 << 20))
+
+    with pytest.raises(SourceChangedError, match="changed while it was being copied"):
+        started.run()
+
+    assert started.stats.done <= 64 * KIB  # stopped at its first read past the end, not at 8 MiB
+    assert not (tmp_path / "copy").exists()
+    assert partials(tmp_path) == []

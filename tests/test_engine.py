@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openspec_cli import engine
-from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, STREAMING_TRIGGER, ChunkSizer
+from openspec_cli.chunking import KIB, MAX_CHUNK, MIB, MIN_CHUNK, STREAMING_TRIGGER, ChunkSizer
 from openspec_cli.engine import (
     HASH_ONLY_CHUNK,
     BufferPool,
@@ -363,7 +363,7 @@ def test_read_ahead_only_for_large_regular_files_hashed_plainly(
 def test_a_buffer_holds_the_whole_small_stream_and_at_most_twice_it(total: int) -> None:
     size = engine.buffer_size_for(total)
     assert size >= min(total, MAX_CHUNK)
-    assert size <= max(2 * total, 1)
+    assert size <= max(2 * total, MIN_CHUNK)
     assert size == MAX_CHUNK or size & (size - 1) == 0
 
 
