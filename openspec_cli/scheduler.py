@@ -196,6 +196,8 @@ def copy_all(
             earlier = None if journal is None else _reused(journal, step, options)
             if earlier is not None:
                 record_sum(options, earlier)  # the earlier run may have written none
+                if options.dirs_to_sync is not None:  # that run may have ended before its sync
+                    options.dirs_to_sync.add(os.path.dirname(os.path.abspath(step.dest)))
                 return earlier
             result = copy_file(step.source, step.dest, options, watched, known)
             record_sum(options, result)

@@ -125,6 +125,34 @@ def test_a_tree_syncs_each_folder_once_after_the_files_renamed_into_it(tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_rerun_syncs_the_folders_of_the_files_it_reuses(tmp_path: Path) -> None:
+    """The run that copied them may have been killed before its folder syncs; the journal
+    already vouched for them, so the rerun, which renames nothing there, must sync them."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    for name in ("a/f1", "a/f2", "b/g1"):
+        write_random(src / name, 100 * KIB, seed=len(name))
+    write_random(src / "b" / "big", 4 * MIB)  # copied before g1, and z after it
+    write_random(src / "b" / "z", 8 * MIB)
+    (tmp_path / "pre" / "a").mkdir(parents=True)
+    (tmp_path / "pre" / "b").mkdir()
+    first = start_openspec(["copy", "-q", "-L", "2M", "-r", "src/.", "pre"], tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "pre" / "b" / "g1").exists(), 20, "the a/ files copied")
+        first.kill()  # kill -9 during z: no syncs at the end; a/'s files are journaled by now
+        first.wait()
+    finally:
+        kill_quietly(first)
+
+    synced = traced_syncs(["copy", "-q", "-r", "src/.", "pre"], tmp_path)
+    print("SYNCED", synced, os.listdir(os.environ["OPENSPEC_STATE_DIR"] + "/trees"))
+
+    assert str(tmp_path / "pre" / "a") in synced
+    assert (tmp_path / "pre" / "a" / "f1").read_bytes() == (src / "a" / "f1").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_a_single_file_syncs_its_folder_after_the_rename(tmp_path: Path) -> None:
     write_random(tmp_path / "a", 5000)
     (tmp_path / "out").mkdir()
