@@ -66,11 +66,11 @@ def say(message: str) -> None:
         write_stderr(f"{PROG}: {printable(message)}\n")
 
 
-def _event(fields: dict[str, Any]) -> None:
+def _event(fields: dict[str, Any], output: bool = False) -> None:
     """One NDJSON line on stderr, shaped as the progress events are."""
     from openspec_cli.ui import ndjson_event
 
-    write_stderr(ndjson_event(fields) + "\n")
+    write_stderr(ndjson_event(fields) + "\n", output=output)
 
 
 def _silence_stdout() -> None:
@@ -512,10 +512,12 @@ def cat(
             )  # fmt: skip
         if result.digest is not None and result.algo is not None:
             if settings.json_stderr:
-                _event({"event": "digest", "algo": result.algo, "digest": result.digest})
+                digest = {"event": "digest", "algo": result.algo, "digest": result.digest}
+                _event(digest, output=True)
             else:  # a bare sum line (no "openspec:" prefix), so `2> SUMS` is a usable sum file
                 name = hashing.display_name_for_stdin(result.algo)
-                write_stderr(hashing.format_sum_line(result.algo, result.digest, name) + "\n")
+                line = hashing.format_sum_line(result.algo, result.digest, name) + "\n"
+                write_stderr(line, output=True)
         if failed:
             raise SystemExit(max(int(err.exit_code) for err in failed))
 

@@ -153,13 +153,17 @@ def kind_name(mode: int) -> str:
     return "a special file"
 
 
-def write_stderr(text: str, stream: TextIO | None = None) -> None:
+def write_stderr(text: str, stream: TextIO | None = None, output: bool = False) -> None:
     """Write to stderr (or ``stream``) with file names as their bytes, as coreutils print them.
 
     Names that are not valid UTF-8 come to Python as surrogate escapes, which ``sys.stderr``
     would print as ``\\udcff``; encoded back here, 'bad\\xffname' reads as on the command line.
+    A message that cannot be written is dropped (see :func:`_drop_stderr`); ``output`` that
+    cannot (a digest printed there) raises the OSError.
     """
     stream = stream or sys.stderr
+    if output and id(stream) in _lost:  # it would go to /dev/null now, as silently
+        raise _lost[id(stream)]
     buffer = getattr(stream, "buffer", None)
     try:
         if buffer is None:
@@ -168,8 +172,15 @@ def write_stderr(text: str, stream: TextIO | None = None) -> None:
             stream.flush()
             buffer.write(text.encode(stream.encoding or "utf-8", "surrogateescape"))
         stream.flush()
-    except OSError:
+    except OSError as err:
+        _lost.setdefault(id(stream), err)
         _drop_stderr(stream)
+        if output:  # not a message but what was asked for (``cat --hash f 2> SUMS``)
+            raise
+
+
+#: Why a stderr stream (by id) was sent to /dev/null, once it was.
+_lost: dict[int, OSError] = {}
 
 
 def _drop_stderr(stream: TextIO) -> None:

@@ -384,7 +384,14 @@ def test_a_closed_stdin_is_bad_input(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "out_full", "code"),
-    [(["cat", "nope"], False, USAGE), (["verify", "nope"], False, USAGE), (["cat", "a"], True, 3)],
+    [
+        (["cat", "nope"], False, USAGE),
+        (["verify", "nope"], False, USAGE),
+        (["cat", "a"], True, IO_ERROR),
+        # The digest is what was asked for, not a message: losing it is an I/O error.
+        (["cat", "--hash", "a"], False, IO_ERROR),
+        (["cat", "--hash", "--progress", "json", "a"], False, IO_ERROR),
+    ],
 )
 def test_an_unwritable_stderr_keeps_the_exit_code(
     tmp_path: Path, args: list[str], out_full: bool, code: int
