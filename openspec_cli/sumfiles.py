@@ -304,8 +304,9 @@ class CheckOptions:
 class CheckReport:
     """What ``-c`` printed (lines without newline) and its exit code.
 
-    With ``emit_stdout``/``emit_stderr`` each line also goes out as soon as it is known, as
-    ``sha256sum -c`` prints each file's result when it is done, not after the last one.
+    With ``emit_stdout``/``emit_stderr`` each line goes out as soon as it is known, as
+    ``sha256sum -c`` prints each file's result when it is done, not after the last one, and is
+    not kept: a sum file of millions of lines must not be held in memory as its results.
     """
 
     stdout: list[str] = field(default_factory=list)
@@ -315,14 +316,16 @@ class CheckReport:
     emit_stderr: Callable[[str], None] | None = field(default=None, repr=False)
 
     def out(self, line: str) -> None:
-        self.stdout.append(line)
         if self.emit_stdout is not None:
             self.emit_stdout(line)
+        else:
+            self.stdout.append(line)
 
     def err(self, line: str) -> None:
-        self.stderr.append(line)
         if self.emit_stderr is not None:
             self.emit_stderr(line)
+        else:
+            self.stderr.append(line)
 
 
 def _result_name(name: str) -> str:

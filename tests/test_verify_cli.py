@@ -689,6 +689,15 @@ def test_checking_a_huge_file_that_is_no_sum_file_keeps_memory_flat(tmp_path: Pa
     assert peak_kib < 48 * 1024  # the file alone would be 48 MiB; openspec's start-up is ~15
 
 
+def test_checking_a_sum_file_of_many_lines_keeps_no_list_of_results(tmp_path: Path) -> None:
+    """Each result and warning is printed as it is known and not kept as well: 150k
+    improperly formatted lines with -w peaked at ~35 MB where ~15 MB is the start-up."""
+    (tmp_path / "junk").write_text("x\n" * 150_000)
+    code, peak_kib = peak_rss_kib(["verify", "-c", "-w", "junk"], tmp_path)
+    assert code == 1
+    assert peak_kib < 25 * 1024
+
+
 def test_comparing_trees_reports_every_difference(runner: CliRunner, tmp_path: Path) -> None:
     """As diff -r: one line per difference, in name order, not only the first (a user had to
     rerun once per difference); exit 1."""
