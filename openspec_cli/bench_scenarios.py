@@ -159,7 +159,12 @@ def _engine_facts(out: ScenarioResult, runs: Sequence[CopyRun]) -> None:
         order = ("NONE", "LIGHT", "MODERATE", "HEAVY", "CRITICAL")
         highest = max(levels, key=lambda lv: order.index(lv) if lv in order else -1)
         out.pressure = {"highest": highest, "seconds_in_levels": seconds}
-    out.pending += [n for n, v in (("pressure", levels), ("peak_concurrency", peaks)) if not v]
+    # A level-less report of the engine is a run too short to sample (not measured, "-"):
+    # pending is for facts the engine does not report at all.
+    reported = any(r.time_in_levels is not None for r in runs)
+    out.pending += [
+        n for n, v in (("pressure", levels or reported), ("peak_concurrency", peaks)) if not v
+    ]
 
 
 def interleaved(sides: Sequence[Callable[[], None]], runs: int, step: Tick) -> None:

@@ -424,6 +424,28 @@ def test_a_wrong_copy_is_counted_as_a_failed_stream(tmp_path: Path) -> None:
     assert tally.result().errors == ["boom"]
 
 
+@pytest.mark.parametrize(
+    ("levels", "pressure", "pending"),
+    [
+        ({}, None, False),  # the engine reported, but the run ended before its first sample
+        (None, None, True),  # the engine reported nothing: pending
+        ({"LIGHT": 0.1}, "LIGHT", False),
+    ],
+)
+def test_a_run_too_short_to_sample_is_not_measured_rather_than_pending(
+    levels: dict[str, float] | None, pressure: str | None, pending: bool
+) -> None:
+    spec = bench.plan(bench.QUICK)[0]
+    tally = bench.Tally(spec, expected={})
+    highest = next(iter(levels)) if levels else None
+    tally.add_copy(bench.CopyRun([], 0.01, [], 2, highest, levels, None), 1)
+
+    result = tally.result()
+
+    assert (result.pressure or {}).get("highest") == pressure
+    assert ("pressure" in result.pending) == pending
+
+
 def _interrupted_in_workspace(parent: Path) -> None:
     with bench.workspace(str(parent)) as root:
         (root / "data").write_bytes(b"x")
