@@ -221,3 +221,18 @@ def fsync_dir(path: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def is_pseudo(vfs: os.statvfs_result) -> bool:
+    """proc, sysfs and their kind report no blocks at all: no size, no free space to judge."""
+    return vfs.f_blocks == 0
+
+
+def free_space(path: str) -> int | None:
+    """Bytes still writable on the filesystem of ``path``; None when it cannot tell (a pseudo
+    filesystem) or cannot be asked."""
+    try:
+        vfs = os.statvfs(path)
+    except OSError:
+        return None
+    return None if is_pseudo(vfs) else vfs.f_bavail * vfs.f_frsize

@@ -8,6 +8,7 @@ import stat
 
 from openspec_cli.checkpoint import owner_of_partials_for, partial_owner
 from openspec_cli.errors import TransferIOError, UsageError, describe_os_error, kind_name
+from openspec_cli.fileio import free_space
 from openspec_cli.records import Record
 
 #: False when running, True for mypy (see engine.py): these names are for type checking only.
@@ -416,12 +417,8 @@ class _Disk:
         self.used -= freed_after  # the file it replaced goes at the rename
 
     def check(self, files: int) -> None:
-        try:
-            vfs = os.statvfs(self.place)
-        except OSError:
-            return
-        free = vfs.f_bavail * vfs.f_frsize
-        if vfs.f_blocks and self.peak > free:  # a pseudo filesystem reports no size
+        free = free_space(self.place)
+        if free is not None and self.peak > free:
             raise TransferIOError(
                 f"'{self.place}': No space left on device ({files} files need up to "
                 f"{self.peak} bytes at once, {free} free)"

@@ -34,8 +34,10 @@ from openspec_cli.fileio import (
     HoleMap,
     drop_read_cache,
     file_sink,
+    free_space,
     fsync_dir,
     hole_map_of,
+    is_pseudo,
     libc_call,
     libc_errno,
 )
@@ -68,14 +70,8 @@ def new_transfer_id() -> str:
 
 def _check_space(dest_dir: str, needed: int, src: str, dest: str) -> None:
     """Fail before writing when the destination filesystem clearly cannot hold the file."""
-    try:
-        vfs = os.statvfs(dest_dir)
-    except OSError:
-        return
-    if vfs.f_blocks == 0:  # a pseudo filesystem (proc, sysfs) reports no size: nothing to judge
-        return
-    free = vfs.f_bavail * vfs.f_frsize
-    if needed > free:
+    free = free_space(dest_dir)
+    if free is not None and needed > free:
         raise TransferIOError(
             f"'{src}' -> '{dest}': No space left on device (needs {needed} bytes, {free} free)"
         )
@@ -454,9 +450,9 @@ def _check_unchanged(cp: Checkpoint, fd: int, copied: int) -> None:
 
 
 def _on_pseudo_filesystem(fd: int) -> bool:
-    """proc, sysfs and their kind report no blocks at all."""
+    """Whether ``fd`` is a file in /proc, /sys or their kind (see :func:`fileio.is_pseudo`)."""
     try:
-        return os.fstatvfs(fd).f_blocks == 0
+        return is_pseudo(os.fstatvfs(fd))
     except OSError:
         return False
 
