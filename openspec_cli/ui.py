@@ -124,7 +124,6 @@ class Dashboard:
     def render(self) -> RenderableType:
         """The panel as it is now: a row per active stream and an engine footer."""
         from rich.console import Group
-        from rich.table import Table
         from rich.text import Text
 
         now = self._clock()
@@ -137,12 +136,7 @@ class Dashboard:
             retries = self.done_retries + sum(s.retries for s in active)
             checkpoints = self.done_checkpoints + sum(s.checkpoints for s in active)
             done_files = self.done_files
-        table = Table.grid(padding=(0, 1))
-        table.add_column(min_width=12)  # "[id] name": room for the id and a "…" at least
-        for _ in range(4):
-            table.add_column()
-        for stats, rate in rows:
-            table.add_row(*self._row(stats, rate))
+        table = _StreamRows([self._row(stats, rate) for stats, rate in rows])
         chunk = max((s.chunk_size for s in active), default=0)
         rate = self._total_rate.add(now, moved)
         durable = f" | {checkpoints} checkpoints | {retries} retries" if self._copies else ""
@@ -165,7 +159,7 @@ class Dashboard:
         total = stats.total
         eta = (total - stats.done) / rate if total is not None and rate > 0 else None
         bar = ProgressBar(
-            total=float(total) if total else None, completed=float(stats.done), width=24
+            total=float(total) if total else None, completed=float(stats.done), width=16
         )
         size = f"{human_bytes(stats.done)}" + (f" / {human_bytes(total)}" if total else "")
         # The id first: on a narrow terminal the name is cut, and the id is what resume needs.
@@ -178,6 +172,32 @@ class Dashboard:
             human_rate(rate),
             f"ETA {human_eta(eta)}",
         )
+
+
+class _StreamRows:
+    """The panel's stream rows, laid out for the width there is: a row is one line, and on a
+    narrow terminal the bar goes first, then the rate, then the bytes (the footer still has
+    them), so that the id, which resume needs, and the ETA stay readable. At 80 columns the
+    byte counts used to wrap onto a second line; at 40 the ETA was cut to "0:0".
+    """
+
+    #: (least width, columns kept): name, bar, bytes, rate, ETA.
+    LAYOUTS = ((80, (0, 1, 2, 3, 4)), (60, (0, 2, 3, 4)), (50, (0, 2, 4)), (0, (0, 4)))
+
+    def __init__(self, rows: list[tuple[RenderableType, ...]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.table import Table
+
+        keep = next(cols for least, cols in self.LAYOUTS if options.max_width >= least)
+        table = Table.grid(padding=(0, 1))
+        table.add_column(min_width=12, ratio=1)  # "[id] name": the id and a "…" at least
+        for _ in keep[1:]:
+            table.add_column(no_wrap=True)
+        for row in self.rows:
+            table.add_row(*(row[i] for i in keep))
+        yield table
 
 
 def ndjson_event(fields: dict[str, Any]) -> str:

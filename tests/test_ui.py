@@ -285,6 +285,28 @@ def test_a_narrow_terminal_cuts_the_name_not_the_transfer_id() -> None:
     assert "[0a1b2c3d]" in render_text(board, width=40)
 
 
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+def test_a_stream_row_is_one_whole_line_at_any_width(width: int) -> None:
+    """At 80 columns the byte counts wrapped onto a second line, at 40 the ETA was cut to
+    "0:0": the bar, then the rate, then the bytes give way first."""
+    clock = Clock()
+    board = Dashboard("copy", clock=clock)
+    stats = StreamStats(name="a-rather-long-file-name-of-a-disk-image.iso", total=300 << 20,
+                        transfer_id="0a1b2c3d")  # fmt: skip
+    board.stream_started(stats)
+    render_text(board, width)
+    clock.now += 1.0
+    stats.done = 14 << 20
+
+    row, footer = render_text(board, width).splitlines()[:2]
+
+    assert row.startswith("[0a1b2c3d] a-r")
+    assert row.rstrip().endswith("ETA 0:00:20")
+    assert footer.startswith("copy: 0 done, 1 active")
+    if width >= 60:
+        assert "14.0 MiB / 300.0 MiB" in row
+
+
 @pytest.mark.parametrize("term", ["xterm-256color", "dumb"], ids=["panel", "plain lines"])
 def test_a_name_cannot_send_escape_sequences_to_the_terminal(tmp_path: Path, term: str) -> None:
     """A downloaded file named to retitle the terminal (OSC 2), or to recolour it, is shown
