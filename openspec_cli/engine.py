@@ -422,7 +422,7 @@ class Pump:
         started = self._gate()
         buffers = self._borrow(1)
         stats, hasher, sink = self.stats, self.hasher, self.sink
-        said = stats.total or 0
+        said = stats.total if stats.total is not None else -1
         try:
             buf = buffers[0]
             while n := self._read(buf):
@@ -432,7 +432,7 @@ class Pump:
                 if sink is not None:
                     sink(view)
                 stats.done += n
-                if said and stats.done > said and self.on_commit and hasher is not None:
+                if stats.done > said >= 0 and self.on_commit and hasher is not None:
                     # It grew while read: the commit hook judges (a copy refuses it at once;
                     # reading on, a file appended to without end was copied without end).
                     self.on_commit(stats.done, hasher.copy())

@@ -126,6 +126,7 @@ class Transfer:
         self.persist = keeps_checkpoint(cp.size)
         self.renamed = False  # the final name is in place: an interrupt from here loses nothing
         self._saved_at = time.monotonic()
+        self._on_pseudo: bool | None = None
 
     # -- the copy loop ------------------------------------------------------------------
 
@@ -203,8 +204,8 @@ class Transfer:
         ``SAVE_INTERVAL`` seconds, which keeps checkpointing under a percent of a fast copy
         (one save costs 0.2-0.4 ms on ext4) and bounds what a ``kill -9`` can cost.
         """
-        if self.cp.size and offset > self.cp.size:  # it grew under us: refused like any change
-            _check_unchanged(self.cp, self.src_fd, offset)
+        if offset > self.cp.size and (self.cp.size or not self._pseudo()):
+            _check_unchanged(self.cp, self.src_fd, offset)  # it grew under us: refused
         self.last = (offset, snap)
         if self.sparse:  # a hole at the end is no length yet; resume reads what the length says
             os.ftruncate(self.out_fd, offset)
@@ -212,6 +213,13 @@ class Transfer:
         if now - self._saved_at >= SAVE_INTERVAL:
             self._persist_last()
             self._saved_at = now
+
+    def _pseudo(self) -> bool:
+        """A file in /proc or /sys: its size says nothing (0 for most), so growing past it is
+        no change. Asked once."""
+        if self._on_pseudo is None:
+            self._on_pseudo = _on_pseudo_filesystem(self.src_fd)
+        return self._on_pseudo
 
     def _persist_last(self) -> None:
         offset, snap = self.last

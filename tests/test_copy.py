@@ -1573,12 +1573,15 @@ def test_dangling_destination_symlink_is_refused(runner: CliRunner, tmp_path: Pa
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_a_small_source_that_grows_while_read_is_refused_at_once(tmp_path: Path) -> None:
-    """A 1-byte file appended to after the copy looked at it: the copy must stop as soon as it
-    reads past the size it started from, not read on to the end (it read a byte per call, for
-    as long as a writer kept appending)."""
+@pytest.mark.parametrize("start", [b"x", b""], ids=["1 byte", "empty"])
+def test_a_small_source_that_grows_while_read_is_refused_at_once(
+    tmp_path: Path, start: bytes
+) -> None:
+    """A file appended to after the copy looked at it: the copy must stop as soon as it reads
+    past the size it started from, not read on to the end (it read a byte per call, for as long
+    as a writer kept appending). An empty file too: only /proc and /sys say 0 and mean more."""
     src = tmp_path / "grows"
-    src.write_bytes(b"x")
+    src.write_bytes(start)
     started = transfer.start(str(src), str(tmp_path / "copy"), CopyOptions(), NullObserver())
     with open(src, "ab") as writer:
         writer.write(b"y" * (8 << 20))
