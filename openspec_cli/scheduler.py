@@ -188,7 +188,7 @@ def copy_all(
             steps, options, ours=journal.owns_dir, made=journal.made_dir
         )
     known = known_transfers()
-    if options.fsync and len(file_steps) > 1:
+    if options.fsync and (len(file_steps) > 1 or made):  # one file alone syncs its own folder
         options = options.replace(dirs_to_sync=_folders_made(made))
 
     def task(step: Step) -> Callable[[], object]:

@@ -153,6 +153,23 @@ def test_a_rerun_syncs_the_folders_of_the_files_it_reuses(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@pytest.mark.parametrize("files", [0, 1])
+def test_a_tree_of_one_file_or_none_syncs_the_folders_it_made(tmp_path: Path, files: int) -> None:
+    """Folders were collected for syncing only for two files or more: a tree with one file
+    synced only that file's folder, one with none synced nothing, so out/ or out/x could
+    vanish in a crash."""
+    (tmp_path / "one" / "x" / "y").mkdir(parents=True)
+    if files:
+        write_random(tmp_path / "one" / "x" / "y" / "file", 100)
+
+    synced = traced_syncs(["copy", "-r", "one", "out"], tmp_path)
+
+    out = tmp_path / "out"
+    for folder in (tmp_path, out, out / "x", out / "x" / "y"):
+        assert str(folder) in synced
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_a_single_file_syncs_its_folder_after_the_rename(tmp_path: Path) -> None:
     write_random(tmp_path / "a", 5000)
     (tmp_path / "out").mkdir()
