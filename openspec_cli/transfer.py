@@ -132,8 +132,8 @@ class Transfer:
 
     def run(self) -> FileResult:
         """Copy to the end, then finish; interruptions and errors keep a resumable checkpoint."""
-        self.observer.stream_started(self.stats)
         try:
+            self.observer.stream_started(self.stats)
             self._seek(self.resumed_from)
             self._pump_with_retries()
             return self._finish()
@@ -541,11 +541,13 @@ def _start_open(
         ckpt.try_lock(out_fd)
         if streamed and not sparse:  # reserving every block would fill in the holes
             _preallocate(out_fd, st.st_size)
-    except OSError as err:
+        if streamed and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return Transfer(cp, options, observer, src_fd, out_fd, hashing.new_hasher(options.algo), 0)
+    except BaseException as err:  # an interrupt too: no partial is left that nothing names
         os.close(out_fd)
         os.unlink(part)
         ckpt.delete(tid)
-        raise TransferIOError(f"'{src}' -> '{dest}': {describe_os_error(err)}") from err
-    if streamed and hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    return Transfer(cp, options, observer, src_fd, out_fd, hashing.new_hasher(options.algo), 0)
+        if isinstance(err, OSError):
+            raise TransferIOError(f"'{src}' -> '{dest}': {describe_os_error(err)}") from err
+        raise
