@@ -132,8 +132,10 @@ class Transfer:
 
     def run(self) -> FileResult:
         """Copy to the end, then finish; interruptions and errors keep a resumable checkpoint."""
+        started = False  # the observer hears of a finish only after it heard of the start
         try:
             self.observer.stream_started(self.stats)
+            started = True
             self._seek(self.resumed_from)
             self._pump_with_retries()
             return self._finish()
@@ -156,7 +158,8 @@ class Transfer:
             raise
         finally:
             self._close()
-            self.observer.stream_finished(self.stats)
+            if started:
+                self.observer.stream_finished(self.stats)
 
     def _pump_with_retries(self) -> None:
         holes = hole_map_of(self.cp.source.path, os.fstat(self.src_fd)) if self.sparse else None
