@@ -33,7 +33,7 @@ from openspec_cli.tree import keep_last_sum_lines, remove_keeping_dir_times
 #: False when running, True for mypy (see engine.py): typing costs start-up time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from openspec_cli.engine import Observer
 
@@ -116,12 +116,13 @@ def copy(
             steps, options, observer, jobs=jobs, max_memory=max_memory, probe=probe,
             journal=journal,
         )  # fmt: skip
-        if journal is not None and not report.errors:
-            journal.finish()
-            if continued and journal.marked:  # it finishes an interrupted one: tidy up
-                _tidy_after(steps, report, started)  # (in the tree it made: ours alone)
-        if sums is not None:  # reused files too: the run that last wrote one is the newest line
-            keep_last_sum_lines(sums, report.files)
+        with _decided():
+            if journal is not None and not report.errors:
+                journal.finish()
+                if continued and journal.marked:  # it finishes an interrupted one: tidy up
+                    _tidy_after(steps, report, started)  # (in the tree it made: ours alone)
+            if sums is not None:  # reused files too: the run that last wrote one is newest
+                keep_last_sum_lines(sums, report.files)
     except (Interrupted, KeyboardInterrupt) as exc:
         if tree is None and files <= 1:
             raise  # its own hint: openspec resume ID
@@ -134,6 +135,29 @@ def copy(
         if journal is not None:
             journal.release()
     return report
+
+
+@contextlib.contextmanager
+def _decided() -> Iterator[None]:
+    """SIGINT and SIGTERM are taken as answered while a copy that is complete does its last
+    bookkeeping (its journal goes, --sums is tidied). An interrupt there said "run the same
+    copy again" of a complete copy, and the rerun, its marker gone, nested a second copy in
+    the first. (Handlers can be set from the main thread only; elsewhere nothing changes.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in held}
+    for sig in held:
+        signal.signal(sig, lambda *_: None)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _completed_by(

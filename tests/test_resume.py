@@ -755,6 +755,29 @@ def test_files_completed_just_before_an_interrupt_are_not_copied_again(
         assert (backup / name).read_bytes() == data
 
 
+def test_a_ctrl_c_after_a_tree_copy_completed_does_not_ask_for_a_rerun(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT while a complete copy removed its journal said "run the same copy again", and
+    that rerun nested a second copy in the first. The moment is arranged by sending the real
+    signal from inside the journal's finish."""
+    data = make_source_tree(tmp_path / "src")
+    src, backup = tmp_path / "src", tmp_path / "backup"
+    real_finish = unfinished.TreeJournal.finish
+
+    def interrupted_finish(journal: unfinished.TreeJournal) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_finish(journal)
+
+    monkeypatch.setattr(unfinished.TreeJournal, "finish", interrupted_finish)
+    report = api.copy(str(src), str(backup), recursive=True, fsync=False)
+
+    assert report.errors == []
+    assert tree_contents(backup) == data
+    assert tree_journals(env) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+
+
 def tree_journals(env: dict[str, str]) -> list[Path]:
     return sorted((Path(env[STATE]) / "trees").glob("*.jsonl"))
 
