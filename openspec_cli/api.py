@@ -195,16 +195,51 @@ def transfers() -> list[checkpoint.Checkpoint | checkpoint.BrokenCheckpoint]:
     return checkpoint.list_all()
 
 
-def discard(transfer_id: str) -> None:
-    """Forget a transfer: remove its checkpoint and partial file."""
+def discard(transfer_id: str) -> str | None:
+    """Forget a transfer: remove its checkpoint and partial file. Returns, for an unreadable
+    checkpoint whose partial file could not be found from what is left of it, the name that
+    file has (``.NAME.ID.openspec-part``, beside the destination), for the user to look for."""
     try:
         cp = checkpoint.load(transfer_id)
     except checkpoint.CheckpointError:
-        if not os.path.exists(checkpoint.path_for(transfer_id)):
+        sidecar = checkpoint.path_for(transfer_id)
+        if not os.path.exists(sidecar):
             raise
-        checkpoint.delete(transfer_id)  # unreadable: the sidecar itself is all there is to remove
-        return
+        partial = _partial_named_in(sidecar, transfer_id)
+        checkpoint.delete(transfer_id)
+        if partial is None:
+            return f".*.{transfer_id}{checkpoint.PARTIAL_SUFFIX}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        return None
     copying.discard(cp)
+    return None
+
+
+def _partial_named_in(sidecar: str, transfer_id: str) -> str | None:
+    """The partial file an unreadable checkpoint still names, if its "partial" field survived
+    and names a regular file of this transfer that no process is writing; else None."""
+    import json
+    import re
+    import stat
+
+    with contextlib.suppress(OSError), open(sidecar, "rb") as fh:
+        text = fh.read(1 << 20).decode("utf-8", "surrogateescape")
+        found = re.search(r'"partial"\s*:\s*("(?:[^"\\]|\\.)*")', text)
+        if found is None:
+            return None
+        with contextlib.suppress(ValueError):
+            path = json.loads(found.group(1))
+            ours = isinstance(path, str) and path.endswith(
+                f".{transfer_id}{checkpoint.PARTIAL_SUFFIX}"
+            )
+            if (
+                ours
+                and stat.S_ISREG(os.lstat(path).st_mode)
+                and not checkpoint.partial_locked(path)
+            ):
+                return str(path)
+    return None
 
 
 def prune(older_than: float | None = None, dirs: Sequence[str] = ()) -> list[str]:

@@ -442,9 +442,14 @@ def resume(
             transfer_id, list_, all_, restart, discard, prune, older_than, prune_dirs
         )
         if discard is not None:
-            api.discard(discard)
+            unknown = api.discard(discard)
             if not quiet:
                 say(f"discarded transfer {discard}")
+            if unknown is not None:  # its checkpoint was unreadable: where its data is, unknown
+                say(
+                    f"its partial file, if any, is named '{unknown}' beside the destination: "
+                    "openspec resume --prune --in DIR removes it"
+                )
         elif prune:
             age = age_option(older_than) if older_than else None
             for line in api.prune(age, prune_dirs or ()):

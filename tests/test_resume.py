@@ -401,6 +401,33 @@ def test_a_resume_runs_under_the_governor_as_a_copy_does(
     assert snapshot["ceiling"] > 0
 
 
+@pytest.mark.parametrize("damage", ["cut short", "garbage"])
+def test_discarding_an_unreadable_checkpoint_removes_the_partial_it_still_names(
+    tmp_path: Path, env: dict[str, str], damage: str
+) -> None:
+    """The message for an unreadable checkpoint says to discard it; that left the partial file
+    behind. Where the checkpoint still names it, it goes too; where nothing is left to say
+    where it is, the user is told what it is called and how to remove it."""
+    _, dst, _, tid = interrupt(tmp_path, env)
+    (partial,) = partials(tmp_path)
+    sidecar = Path(env[STATE]) / "transfers" / f"{tid}.json"
+    text = sidecar.read_text()
+    sidecar.write_text(text[: len(text) // 2] if damage == "cut short" else "{garbage")
+    assert '"partial"' in sidecar.read_text() or damage == "garbage"
+
+    result = openspec("resume", "--discard", tid, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert not sidecar.exists()
+    if damage == "cut short":
+        assert not partial.exists()
+        assert result.stderr == f"openspec: discarded transfer {tid}\n"
+    else:
+        assert partial.exists()  # nothing says where it is: named for the user, not guessed
+        assert f"'.*.{tid}.openspec-part' beside the destination" in result.stderr
+        assert "openspec resume --prune --in DIR" in result.stderr
+
+
 def test_resume_all_says_which_transfers_it_leaves_out(tmp_path: Path, env: dict[str, str]) -> None:
     src, _, _, tid = interrupt(tmp_path, env)
     with open(src, "ab") as fh:
