@@ -8,6 +8,7 @@ are then held back, slowed, or given smaller chunks. The scheduler runs the stre
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -21,7 +22,7 @@ from openspec_cli.errors import Interrupted
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from openspec_cli.engine import EngineView, Observer
@@ -327,6 +328,17 @@ class Governor:
             thread.join()
 
         return halt
+
+    @contextlib.contextmanager
+    def monitored(self) -> Iterator[None]:
+        """The monitor runs while streams do; after them, what they held is released (caches
+        stay: only emergencies drop them)."""
+        halt = self.run_monitor()
+        try:
+            yield
+        finally:
+            halt()
+            self.cleanup.release_all(up_to=Priority.NORMAL)
 
 
 class GovernedObserver:

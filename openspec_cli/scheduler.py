@@ -208,19 +208,13 @@ def copy_all(
 
         return run
 
-    halt = governor.run_monitor()
     try:
-        try:
+        with governor.monitored():
             if governor.requested == 1 or len(file_steps) <= 1:
                 outcomes = _run_serially([task(s) for s in file_steps], governor)
             else:
                 small = [step.size < STREAMING_TRIGGER for step in file_steps]
                 outcomes = run_parallel([task(s) for s in file_steps], governor, small)
-        finally:
-            halt()
-            governor.cleanup.release_all(
-                up_to=Priority.NORMAL
-            )  # caches stay: only emergencies drop them
         finish_tree(made)
     finally:
         for folder in sorted(options.dirs_to_sync or ()):
@@ -249,14 +243,14 @@ def resume_governed(
     the memory thresholds and backpressure apply to it, and the panel shows them."""
     governor = Governor(1)
     watched = GovernedObserver(governor, observer or NullObserver())
-    halt = governor.run_monitor()
-    governor.admit()
-    try:
-        return resume(transfer_id, options.replace(pacer=governor), watched, check_dest, finished)
-    finally:
-        governor.leave()
-        halt()
-        governor.cleanup.release_all(up_to=Priority.NORMAL)
+    with governor.monitored():
+        governor.admit()
+        try:
+            return resume(
+                transfer_id, options.replace(pacer=governor), watched, check_dest, finished
+            )
+        finally:
+            governor.leave()
 
 
 def _folders_made(made: list[Made]) -> set[str]:
