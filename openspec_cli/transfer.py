@@ -352,7 +352,7 @@ class Transfer:
             resumed_from=self.resumed_from,
             retries=list(cp.retries),
             # A file in /proc or /sys changes with no trace in its stat: no journal vouches.
-            fingerprints=None if _on_pseudo_filesystem(self.src_fd) else (cp.source, copied),
+            fingerprints=None if self._pseudo() else (cp.source, copied),
         )
 
     def _owned_like_the_file_replaced(self, src_st: os.stat_result) -> int:
