@@ -225,9 +225,9 @@ class TreeJournal:
         """Note a completed file; a failure to write here only costs a copy next time.
 
         Notes are written together at most every ``SAVE_INTERVAL`` seconds, and when the run
-        ends (``release``): one write per small file was a tenth of a tree's copying time. A
-        ``kill -9`` loses the last fraction of a second of them, which costs those files a
-        copy on the rerun, never a wrong skip.
+        ends (``release``), not with a write per small file. A ``kill -9`` loses the last
+        fraction of a second of them, which costs those files a copy on the rerun, never a
+        wrong skip.
         """
         entry = _completed(result)
         if entry is not None:
@@ -249,8 +249,7 @@ class TreeJournal:
         if not data:
             return
         if self._held < 0:
-            with open(self.path, "ab") as fh:
-                fh.write(data)
+            _append_to(self.path, data)
             return
         os.lseek(self._held, 0, os.SEEK_END)  # through the fd we hold: no open per file
         os.write(self._held, data)
@@ -288,13 +287,17 @@ def note_resumed(journal: str, result: FileResult) -> None:
     entry = _completed(result)
     if entry is None:
         return
-    line = (json.dumps(entry) + "\n").encode(errors="surrogateescape")
     with contextlib.suppress(OSError):
-        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        _append_to(journal, (json.dumps(entry) + "\n").encode(errors="surrogateescape"))
+
+
+def _append_to(journal: str, data: bytes) -> None:
+    """Add lines to an existing journal in one write, without its lock."""
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _lock(path: str, key: str, dest: str, create: bool) -> int:
