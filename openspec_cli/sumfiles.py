@@ -366,9 +366,8 @@ def check_sums(
     """
     parser = _LineParser(options.algo, sum_file_name)
     shown = quote_name("standard input" if sum_file_name == "-" else sum_file_name)
-    warnings = _Warnings(prog, shown, options.algo or parser.hinted) if options.warn else None
-    if options.status:
-        warnings = None
+    warn = options.warn and not options.status
+    warnings = _Warnings(prog, shown, options.algo or parser.hinted) if warn else None
     report, tally = report or CheckReport(), _Tally()
     for lineno, line in enumerate(lines, 1):
         try:
@@ -382,7 +381,9 @@ def check_sums(
             if warnings is not None:
                 warnings.algo_known(entry.algo, report)
             tally.formatted += 1
-            once = entry.guessed and not rereadable(entry.name)
+            # Asked only where a second read could follow (see _matching_algo): a stat less
+            # per line of a sum file whose name says nothing.
+            once = entry.guessed and entry.likely and not rereadable(entry.name)
             matched = _check_entry(entry, hash_file, options, prog, report, tally, once)
             if matched is not None and entry.guessed:
                 parser.learned[len(entry.hexdigest)] = matched
