@@ -56,8 +56,6 @@ settings = Settings()
 # ---------------------------------------------------------------------------- errors and exit
 
 
-#: Control characters as backslash escapes: a file name holding a newline must not break the
-#: one-line message (nor send a terminal escape sequence).
 def say(message: str) -> None:
     """One line on stderr, prefixed like coreutils do (an NDJSON event under --progress json)."""
     if settings.json_stderr:

@@ -120,8 +120,7 @@ def _check_writable(out_fd: int) -> None:
     except OSError as err:
         raise OutputError(f"error writing standard output: {describe_os_error(err)}") from err
     if readonly:
-        closed = OSError(errno.EBADF, os.strerror(errno.EBADF))
-        raise OutputError(f"error writing standard output: {describe_os_error(closed)}")
+        raise OutputError(f"error writing standard output: {os.strerror(errno.EBADF)}")
 
 
 def _output_stat(out_fd: int) -> os.stat_result | None:
@@ -461,7 +460,8 @@ def require_identical(diffs: list[Difference], say: Callable[[str], None] | None
     does for trees, every one is told, a line each, and the last is raised."""
     if not diffs:
         return
-    if say is not None:
-        for diff in diffs[:-1]:
-            say(diff.describe())
-    raise MismatchError(diffs[-1 if say is not None else 0].describe())
+    if say is None:
+        raise MismatchError(diffs[0].describe())
+    for diff in diffs[:-1]:
+        say(diff.describe())
+    raise MismatchError(diffs[-1].describe())
